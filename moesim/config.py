@@ -1,0 +1,344 @@
+"""Run configuration: one flat dataclass, named presets, and validation.
+
+Every difference between the paper (Chen et al., NeurIPS 2022) and its official code
+(uclaml/MoE) is a field of its own, so that either behaviour, and each quirk alone, can be run.
+A preset (``paper-s1``, ``official-s1``, ...) picks all of one side; ``Config.replace`` or the
+command line's ``--set name=value`` flips single fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass
+
+ACTIVATIONS = ("linear", "cubic", "power", "relu", "tanh", "gelu", "celu")
+ARCHITECTURES = ("moe", "single")
+OUTPUT_HEADS = ("single", "two")
+LOSSES = ("logistic", "double_softmax_ce")
+GATES = ("softmax", "noisy_logit", "noisy_softmax")
+INITS = ("gaussian", "uniform")
+NORMALIZATIONS = ("frobenius", "sum_of_norms", "per_tensor", "none")
+STOPPINGS = ("fixed", "official")
+ROUTER_NOISES = ("fresh", "fixed", "none")
+SINGLE_OPTIMIZERS = ("normalized_gd", "gd", "adam")
+DATA_RNGS = ("torch", "official")
+DTYPES = ("float32", "float64")
+
+
+class ConfigError(ValueError):
+    """A configuration value is outside what is allowed; the message names the parameter."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that defines one training run except the model seed.
+
+    Field groups follow the paper: data (Definition 3.1), model (Section 3), training
+    (Algorithm 1), and the switches that select the official code's behaviour (SPEC section 3.3).
+    """
+
+    # --- data: Definition 3.1 -------------------------------------------------------------
+    n_clusters: int = 4  # K, number of clusters (each has a feature v_k and a center c_k)
+    n_patches: int = 4  # P, patches per sample: signal, center, feature noise, P-3 Gaussian
+    patch_dim: int = 50  # d, dimension of one patch; needs d >= 2K orthonormal vectors
+    n_train: int = 16000  # n, training samples (full batch)
+    n_test: int = 16000  # test samples
+    alpha_range: tuple[float, float] = (0.5, 2.0)  # D_alpha = U(a, b), feature-signal strength
+    beta_range: tuple[float, float] = (1.0, 2.0)  # D_beta, cluster-center strength
+    gamma_range: tuple[float, float] = (0.5, 3.0)  # D_gamma, feature-noise strength
+    sigma_p: float = 1.0  # Gaussian patches are N(0, sigma_p^2 / d I)
+    data_scale: float = 10.0  # global factor on every patch (official code: x10)
+    shuffle_patches: bool = True  # randomly permute the patches of each sample
+    data_rng: str = "torch"  # "torch": vectorized generator; "official": uclaml/MoE's RNG order
+    data_seed: int = 12  # seed of the data generator (official s1: 12, s2-s4: 11)
+
+    # --- model: Section 3 -----------------------------------------------------------------
+    architecture: str = "moe"  # "moe" (router + M experts) or "single" (one CNN, no router)
+    n_experts: int = 8  # M, experts in the MoE layer
+    n_filters: int = 16  # J, filters per expert (two heads: J/2 per head)
+    single_filters: int = 80  # J of a single model (official notebook cells that match Table 1)
+    activation: str = "cubic"  # sigma: linear, cubic, power (z**power), relu, tanh, gelu, celu
+    power: int = 3  # exponent q when activation == "power"
+    output_heads: str = "single"  # "single": F = sum_j sigma(.); "two": F = logit_1 - logit_0
+    expert_bias: bool = False  # a bias per filter inside sigma (official Conv1d has one)
+    init: str = "gaussian"  # "gaussian": N(0, init_sigma^2); "uniform": U(+-1/sqrt(d)) * init_uniform_scale
+    init_sigma: float = 1e-3  # sigma_0 of the Gaussian init (paper)
+    init_uniform_scale: float = 1e-3  # factor on PyTorch's Conv1d default init for MoE experts (code)
+
+    # --- routing: noisy top-1 -------------------------------------------------------------
+    gate: str = "softmax"  # "softmax": pi_m(h) clean (paper); "noisy_logit": h_m + r_m (code); "noisy_softmax"
+    router_noise: str = "fresh"  # "fresh": new U[0,1] each step (Alg. 1); "fixed": one draw; "none": 1e-5 tie-break
+    noise_scale: float = 1.0  # router noise is noise_scale * U[0, 1]
+    test_noise: bool = False  # add router noise at evaluation too (official code)
+    load_balancing: float = 0.0  # weight of the Switch-style load-balancing loss (0: off)
+
+    # --- training: Algorithm 1 ------------------------------------------------------------
+    loss: str = "logistic"  # "logistic": log(1 + e^{-y pi f}); "double_softmax_ce": code's CE(softmax(.))
+    lr_expert: float = 1e-3  # eta, normalized-GD step of each expert
+    lr_router: float = 0.1  # eta_r, GD step of the router
+    normalization: str = "frobenius"  # expert step: grad / ||grad||_F, or the code's variants, or "none"
+    n_steps: int = 500  # T, full-batch steps of an MoE run
+    stopping: str = "fixed"  # "fixed": T steps; "official": the code's early-stopping rules
+    single_optimizer: str = "normalized_gd"  # single models: "normalized_gd" (as an M=1 MoE), "gd", "adam"
+    lr_single: float = 0.0  # single-model step; 0 = default (1e-3 normalized GD; Adam: code's per-activation)
+    weight_decay_single: float = 5e-4  # L2 term of the single models' Adam (official code)
+    n_steps_single: int = 800  # T of a single-model run (code: up to 801 epochs)
+    record_every: int = 10  # take a full trajectory snapshot every k steps (and at the end)
+
+    # --- execution ------------------------------------------------------------------------
+    device: str = "cpu"  # "cpu" or "cuda[:i]"
+    dtype: str = "float32"  # "float32" or "float64"
+
+    def replace(self, **changes: typing.Any) -> "Config":
+        """Return a copy with ``changes`` applied, validated."""
+        unknown = sorted(set(changes) - set(field_names()))
+        if unknown:
+            raise ConfigError(f"unknown config field(s) {unknown}; allowed: {', '.join(field_names())}")
+        cfg = dataclasses.replace(self, **changes)
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict[str, typing.Any]:
+        """Plain JSON-serializable dict of every field."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, typing.Any]) -> "Config":
+        """Inverse of ``to_dict`` (unknown keys are an error)."""
+        unknown = sorted(set(d) - set(field_names()))
+        if unknown:
+            raise ConfigError(f"unknown config field(s) {unknown}")
+        kw = {k: tuple(v) if field_types()[k] is tuple else v for k, v in d.items()}
+        cfg = cls(**kw)
+        cfg.validate()
+        return cfg
+
+    @property
+    def filters(self) -> int:
+        """Filters per expert of this architecture (J, or ``single_filters``)."""
+        return self.n_filters if self.architecture == "moe" else self.single_filters
+
+    @property
+    def experts(self) -> int:
+        """Number of experts actually trained (1 for a single model)."""
+        return self.n_experts if self.architecture == "moe" else 1
+
+    @property
+    def steps(self) -> int:
+        return self.n_steps if self.architecture == "moe" else self.n_steps_single
+
+    def validate(self) -> "Config":
+        """Check every field; raise ``ConfigError`` naming the first bad parameter."""
+        _choice("architecture", self.architecture, ARCHITECTURES)
+        _choice("activation", self.activation, ACTIVATIONS)
+        _choice("output_heads", self.output_heads, OUTPUT_HEADS)
+        _choice("loss", self.loss, LOSSES)
+        _choice("gate", self.gate, GATES)
+        _choice("init", self.init, INITS)
+        _choice("normalization", self.normalization, NORMALIZATIONS)
+        _choice("stopping", self.stopping, STOPPINGS)
+        _choice("router_noise", self.router_noise, ROUTER_NOISES)
+        _choice("single_optimizer", self.single_optimizer, SINGLE_OPTIMIZERS)
+        _choice("data_rng", self.data_rng, DATA_RNGS)
+        _choice("dtype", self.dtype, DTYPES)
+        _int_at_least("n_clusters", self.n_clusters, 2)
+        _int_at_least("n_patches", self.n_patches, 3)
+        _int_at_least("patch_dim", self.patch_dim, 1)
+        if self.patch_dim < 2 * self.n_clusters:
+            raise ConfigError(
+                f"patch_dim={self.patch_dim} is too small: 2K = {2 * self.n_clusters} orthonormal "
+                f"vectors (features and centers) need patch_dim >= 2 * n_clusters"
+            )
+        _int_at_least("n_train", self.n_train, 1)
+        _int_at_least("n_test", self.n_test, 1)
+        _int_at_least("n_experts", self.n_experts, 1)
+        _int_at_least("n_filters", self.n_filters, 1)
+        _int_at_least("single_filters", self.single_filters, 1)
+        _int_at_least("power", self.power, 1)
+        _int_at_least("n_steps", self.n_steps, 1)
+        _int_at_least("n_steps_single", self.n_steps_single, 1)
+        _int_at_least("record_every", self.record_every, 1)
+        _int_at_least("data_seed", self.data_seed, 0)
+        if self.output_heads == "two":
+            for name in ("n_filters", "single_filters"):
+                if getattr(self, name) % 2:
+                    raise ConfigError(f"{name}={getattr(self, name)} must be even with output_heads='two' (J/2 filters per head)")
+        for name in ("alpha_range", "beta_range", "gamma_range"):
+            lo_hi = getattr(self, name)
+            if len(lo_hi) != 2 or not all(isinstance(v, (int, float)) for v in lo_hi):
+                raise ConfigError(f"{name} must be a pair (low, high) of numbers, got {lo_hi!r}")
+            lo, hi = lo_hi
+            if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
+                raise ConfigError(f"{name}={lo_hi!r} must satisfy 0 < low < high (a non-empty positive range)")
+        _positive("sigma_p", self.sigma_p)
+        _positive("data_scale", self.data_scale)
+        _positive("init_sigma", self.init_sigma)
+        _positive("init_uniform_scale", self.init_uniform_scale)
+        _positive("lr_expert", self.lr_expert)
+        _positive("lr_router", self.lr_router, allow_zero=True)
+        _positive("lr_single", self.lr_single, allow_zero=True)
+        _positive("noise_scale", self.noise_scale, allow_zero=True)
+        _positive("load_balancing", self.load_balancing, allow_zero=True)
+        _positive("weight_decay_single", self.weight_decay_single, allow_zero=True)
+        if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
+            raise ConfigError(f"device={self.device!r} is not allowed; use 'cpu', 'cuda' or 'cuda:<index>'")
+        return self
+
+
+def _choice(name: str, value: typing.Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
+
+
+def _int_at_least(name: str, value: typing.Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+    if value < low:
+        raise ConfigError(f"{name}={value} is not allowed; it must be an integer >= {low}")
+
+
+def _positive(name: str, value: typing.Any, allow_zero: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{name}={value} is not allowed; it must be {'>= 0' if allow_zero else '> 0'}")
+
+
+def field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(Config)]
+
+
+def field_types() -> dict[str, type]:
+    hints = typing.get_type_hints(Config)
+    return {k: typing.get_origin(v) or v for k, v in hints.items()}
+
+
+# --- presets --------------------------------------------------------------------------------
+
+#: The data settings of the official code (SPEC section 1.3): seed and ranges.
+SETTINGS: dict[str, dict[str, typing.Any]] = {
+    "s1": dict(data_seed=12, alpha_range=(0.5, 2.0), beta_range=(1.0, 2.0), gamma_range=(0.5, 3.0), sigma_p=1.0),
+    "s2": dict(data_seed=11, alpha_range=(0.5, 2.0), beta_range=(1.0, 2.0), gamma_range=(0.5, 3.0), sigma_p=2.0),
+    "s3": dict(data_seed=11, alpha_range=(0.5, 2.0), beta_range=(1.0, 2.0), gamma_range=(0.5, 2.0), sigma_p=1.0),
+    "s4": dict(data_seed=11, alpha_range=(0.5, 2.0), beta_range=(1.0, 2.0), gamma_range=(0.5, 2.0), sigma_p=2.0),
+    # Theorem 4.1's condition D_alpha = D_gamma (the official "verify" data)
+    "verify": dict(data_seed=11, alpha_range=(1.0, 2.0), beta_range=(1.0, 2.0), gamma_range=(1.0, 2.0), sigma_p=1.0),
+}
+
+#: The paper's side of every switch (Algorithm 1, Section 3).
+PAPER_SEMANTICS: dict[str, typing.Any] = dict(
+    output_heads="single", expert_bias=False, loss="logistic", gate="softmax", init="gaussian",
+    normalization="frobenius", stopping="fixed", test_noise=False, router_noise="fresh",
+    single_optimizer="normalized_gd", n_steps=500, n_steps_single=500, data_rng="torch",
+)
+
+#: The official code's side of every switch (SPEC section 3.3).
+OFFICIAL_SEMANTICS: dict[str, typing.Any] = dict(
+    output_heads="two", expert_bias=True, loss="double_softmax_ce", gate="noisy_logit", init="uniform",
+    normalization="sum_of_norms", stopping="official", test_noise=True, router_noise="fresh",
+    single_optimizer="adam", n_steps=501, n_steps_single=801, data_rng="official",
+)
+
+SEMANTICS = {"paper": PAPER_SEMANTICS, "official": OFFICIAL_SEMANTICS}
+
+#: Laptop-sized variant: a quarter of the data, same everything else (SPEC section 6 calibrations).
+QUICK = dict(n_train=4000, n_test=4000)
+
+#: Models by name: architecture and activation.
+MODELS: dict[str, dict[str, typing.Any]] = {
+    "moe-nonlinear": dict(architecture="moe", activation="cubic"),
+    "moe-linear": dict(architecture="moe", activation="linear"),
+    "single-nonlinear": dict(architecture="single", activation="cubic"),
+    "single-linear": dict(architecture="single", activation="linear"),
+    "single-relu": dict(architecture="single", activation="relu"),
+    "single-tanh": dict(architecture="single", activation="tanh"),
+    "single-gelu": dict(architecture="single", activation="gelu"),
+    "single-celu": dict(architecture="single", activation="celu"),
+}
+
+
+def preset_names() -> list[str]:
+    names = []
+    for sem in SEMANTICS:
+        for s in SETTINGS:
+            names += [f"{sem}-{s}", f"{sem}-{s}-quick"]
+    return names
+
+
+def preset(name: str, model: str | None = None, **overrides: typing.Any) -> Config:
+    """Build a config from a preset name ``{paper|official}-{s1|s2|s3|s4|verify}[-quick]``.
+
+    Args:
+        name: the preset.
+        model: optional model name (``moe-nonlinear``, ``single-linear``, ... see ``MODELS``).
+        overrides: single fields to change after the preset is applied.
+    """
+    parts = name.split("-")
+    quick = parts[-1] == "quick"
+    if quick:
+        parts = parts[:-1]
+    if len(parts) != 2 or parts[0] not in SEMANTICS or parts[1] not in SETTINGS:
+        raise ConfigError(f"preset={name!r} is not allowed; choose one of: {', '.join(preset_names())}")
+    values: dict[str, typing.Any] = {}
+    values.update(SEMANTICS[parts[0]])
+    values.update(SETTINGS[parts[1]])
+    if quick:
+        values.update(QUICK)
+    if model is not None:
+        if model not in MODELS:
+            raise ConfigError(f"model={model!r} is not allowed; choose one of: {', '.join(MODELS)}")
+        values.update(MODELS[model])
+    values.update(overrides)
+    return Config().replace(**values)
+
+
+def parse_override(item: str) -> tuple[str, typing.Any]:
+    """Parse a ``name=value`` override, typed by the field it names.
+
+    Tuples are written ``low,high``; booleans ``true``/``false``.
+    """
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like name=value")
+    name, raw = item.split("=", 1)
+    name = name.strip()
+    types = field_types()
+    if name not in types:
+        raise ConfigError(f"unknown config field {name!r}; allowed: {', '.join(field_names())}")
+    return name, parse_value(name, raw.strip())
+
+
+def parse_value(name: str, raw: str) -> typing.Any:
+    """Convert the text ``raw`` to the type of field ``name`` (or raise ``ConfigError``)."""
+    kind = field_types()[name]
+    try:
+        if kind is bool:
+            low = raw.lower()
+            if low in ("true", "1", "yes", "on"):
+                return True
+            if low in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        if kind is tuple:
+            parts = [float(p) for p in raw.strip("()[] ").split(",")]
+            if len(parts) != 2:
+                raise ValueError(raw)
+            return tuple(parts)
+        return raw
+    except ValueError:
+        what = {bool: "true or false", int: "an integer", float: "a number", tuple: "two numbers 'low,high'"}[kind]
+        raise ConfigError(f"{name}={raw!r} has the wrong type; it must be {what}") from None
+
+
+def default_lr_single(cfg: Config) -> float:
+    """Single-model step when ``lr_single == 0`` (official code: Adam 0.003 linear, 0.01 otherwise)."""
+    if cfg.lr_single > 0:
+        return cfg.lr_single
+    if cfg.single_optimizer == "adam":
+        return 0.003 if cfg.activation == "linear" else 0.01
+    return cfg.lr_expert

@@ -1,0 +1,308 @@
+"""Experts, router and the MoE layer of Section 3, for S independent runs at once.
+
+Every parameter carries a leading seed axis ``S``; experts are one stacked tensor, so nothing
+loops over experts or samples.
+
+* Expert (two-layer CNN with shared filters): ``f_m(x) = sum_j a_j sum_p sigma(<w_mj, x^(p)> + b_mj)``
+  with second-layer signs ``a_j`` (all +1 in the paper; ``-1`` for the first half and ``+1`` for the
+  second in the official code's two logit heads, so that ``F = logit_1 - logit_0``).
+* Router: ``h(x) = sum_p Theta^T x^(p) = Theta^T (sum_p x^(p))``, zero-initialized.
+* Top-1 routing with noise: ``m = argmax_m (h_m + r_m)``; the output is ``gate * f_m(x)``.
+
+Two expert kernels compute the same numbers: ``expert_outputs_dense`` runs every expert on every
+sample (the reference, and what per-expert diagnostics need), ``expert_outputs_routed`` runs each
+sample through its routed expert only, by sorting samples into expert-homogeneous blocks and one
+batched matmul (the fast path). A linear activation collapses to one inner product with
+``sum_p x^(p)`` in both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import Config
+
+
+@dataclass
+class Params:
+    """Trainable parameters of S runs."""
+
+    W: torch.Tensor  # (S, M, J, d) expert filters w_mj
+    b: torch.Tensor | None  # (S, M, J) expert biases, or None (paper: no bias)
+    theta: torch.Tensor  # (S, d, M) router, column m is theta_m
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [t for t in (self.W, self.b, self.theta) if t is not None]
+
+    def detach(self) -> "Params":
+        return Params(self.W.detach().clone(), None if self.b is None else self.b.detach().clone(),
+                      self.theta.detach().clone())
+
+    def select(self, seeds: slice | list[int] | torch.Tensor) -> "Params":
+        """The parameters of some of the S runs."""
+        return Params(self.W[seeds], None if self.b is None else self.b[seeds], self.theta[seeds])
+
+
+# --- activations -----------------------------------------------------------------------------
+
+def activation_fn(cfg: Config):
+    """sigma of the expert (Section 3): linear, cubic, z**q, relu, tanh, gelu, celu."""
+    name = cfg.activation
+    if name == "linear" or (name == "power" and cfg.power == 1):
+        return lambda z: z
+    if name == "cubic" or (name == "power" and cfg.power == 3):
+        return lambda z: z * z * z
+    if name == "power":
+        q = cfg.power
+        return lambda z: z**q
+    return {"relu": torch.relu, "tanh": torch.tanh, "gelu": F.gelu, "celu": F.celu}[name]
+
+
+def is_linear(cfg: Config) -> bool:
+    return cfg.activation == "linear" or (cfg.activation == "power" and cfg.power == 1)
+
+
+def second_layer(cfg: Config, n_filters: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """Fixed second-layer weights a_j: ones (paper) or [-1]*J/2 + [+1]*J/2 (code's two heads)."""
+    a = torch.ones(n_filters, dtype=dtype, device=device)
+    if cfg.output_heads == "two":
+        a[: n_filters // 2] = -1.0
+    return a
+
+
+# --- initialization --------------------------------------------------------------------------
+
+def seed_stream(seed: int, stream: str) -> int:
+    """A 63-bit seed for one named random stream of run ``seed`` (init, noise, eval noise, ...)."""
+    tag = sum(ord(c) * 131**i for i, c in enumerate(stream)) % (2**31)
+    return int(np.random.SeedSequence([seed, tag]).generate_state(2, dtype=np.uint64)[0] >> 1)
+
+
+def generator(seed: int, stream: str, device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed_stream(seed, stream))
+
+
+def init_params(cfg: Config, seeds: list[int], *, device="cpu", dtype=torch.float32) -> Params:
+    """W^(0) and Theta^(0) = 0 for each seed (Algorithm 1, step 1).
+
+    Gaussian: w ~ N(0, sigma_0^2). Uniform (code): PyTorch's Conv1d default U(+-1/sqrt(d)) for
+    weight and bias, times ``init_uniform_scale`` for MoE experts (``small=True``); singles x1.
+    """
+    M, J, d = cfg.experts, cfg.filters, cfg.patch_dim
+    Ws, bs = [], []
+    for s in seeds:  # one generator per run: a seed's draw does not depend on the others
+        g = torch.Generator().manual_seed(seed_stream(s, "init"))
+        if cfg.init == "gaussian":
+            W = torch.randn(M, J, d, generator=g, dtype=torch.float64) * cfg.init_sigma
+            b = torch.randn(M, J, generator=g, dtype=torch.float64) * cfg.init_sigma
+        else:
+            bound = 1.0 / d**0.5
+            scale = cfg.init_uniform_scale if cfg.architecture == "moe" else 1.0
+            W = (torch.rand(M, J, d, generator=g, dtype=torch.float64) * 2 - 1) * bound * scale
+            b = (torch.rand(M, J, generator=g, dtype=torch.float64) * 2 - 1) * bound * scale
+        Ws.append(W)
+        bs.append(b)
+    W = torch.stack(Ws).to(device=device, dtype=dtype)
+    b = torch.stack(bs).to(device=device, dtype=dtype) if cfg.expert_bias else None
+    theta = torch.zeros(len(seeds), d, M, device=device, dtype=dtype)
+    return Params(W, b, theta)
+
+
+# --- experts ---------------------------------------------------------------------------------
+
+def expert_outputs_dense(cfg: Config, params: Params, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """f_m(x_i) for every run, expert and sample: (S, M, n). The reference implementation."""
+    W, b = params.W, params.b
+    if is_linear(cfg):
+        u = torch.einsum("smjd,j->smd", W, a)
+        out = torch.einsum("smd,nd->smn", u, x.sum(1))
+        if b is not None:
+            out = out + x.shape[1] * (b @ a)[..., None]
+        return out
+    act = activation_fn(cfg)
+    z = torch.einsum("npd,smjd->smnpj", x, W)
+    if b is not None:
+        z = z + b[:, :, None, None, :]
+    return act(z).sum(3) @ a
+
+
+def block_size(n: int, n_groups: int) -> int:
+    """Rows per block of the routed kernel: about half an expert's fair share, 8 to 128."""
+    b = max(8, min(128, n // max(1, 2 * n_groups)))
+    return 1 << (b.bit_length() - 1)
+
+
+@dataclass
+class RoutingLayout:
+    """Where each (run, sample) sits in the expert-sorted, block-padded buffer."""
+
+    pos: torch.Tensor  # (S, n) row of the padded buffer holding sample i of run s
+    source: torch.Tensor  # (n_blocks * block,) sample index held by each buffer row (padding: 0)
+    block_group: torch.Tensor  # (n_blocks,) flat index s*M + m of the expert of each block
+    n_blocks: int
+    block: int
+
+
+def routing_layout(expert: torch.Tensor, n_experts: int, block: int | None = None) -> RoutingLayout:
+    """Sort the samples of each run by their routed expert into blocks of ``block`` rows.
+
+    Each block holds samples of one (run, expert) pair only; groups are padded to a multiple
+    of ``block``. The buffer has a fixed number of blocks, ceil(S n / B) + S M, so no shape
+    depends on the routing (no host synchronization on a GPU).
+    """
+    S, n = expert.shape
+    G = S * n_experts
+    B = block or block_size(n, n_experts)
+    group = expert + n_experts * torch.arange(S, device=expert.device)[:, None]  # (S, n)
+    counts = torch.bincount(group.reshape(-1), minlength=G)
+    n_blocks_g = (counts + B - 1) // B
+    block_end = torch.cumsum(n_blocks_g, 0)  # exclusive end block of each group
+    start_row = (block_end - n_blocks_g) * B
+    onehot = F.one_hot(expert, n_experts)  # (S, n, M)
+    rank = torch.gather(torch.cumsum(onehot, 1), 2, expert[..., None])[..., 0] - 1
+    pos = start_row[group] + rank
+    n_blocks = -(-S * n // B) + G
+    source = torch.zeros(n_blocks * B, dtype=torch.long, device=expert.device)
+    source[pos.reshape(-1)] = torch.arange(n, device=expert.device).repeat(S)
+    block_group = torch.searchsorted(block_end, torch.arange(n_blocks, device=expert.device), right=True)
+    return RoutingLayout(pos=pos, source=source, block_group=block_group.clamp_(max=G - 1),
+                         n_blocks=n_blocks, block=B)
+
+
+def polynomial_degree(cfg: Config) -> int | None:
+    """q when sigma(z) = z**q (cubic: 3, power: q), else None."""
+    if cfg.activation == "cubic":
+        return 3
+    if cfg.activation == "power":
+        return cfg.power
+    return None
+
+
+class _RoutedPolynomialExperts(torch.autograd.Function):
+    """sum_j a_j (z_j)**q with z = rows @ W_block^T (+ b), per row, with a hand-written backward.
+
+    Autograd of the same expression keeps several (rows x J) temporaries alive; this keeps one
+    (z**(q-1)) and computes dW = (q z**(q-1) * g a)^T rows in one batched matmul.
+    """
+
+    @staticmethod
+    def forward(ctx, rows, Wg, bg, a, q):
+        z = torch.bmm(rows, Wg.transpose(1, 2))  # (blocks, B*P, J)
+        if bg is not None:
+            z += bg[:, None, :]
+        zq1 = z * z if q == 3 else (z ** (q - 1) if q > 1 else torch.ones_like(z))
+        out = (zq1 * z) @ a
+        ctx.save_for_backward(rows, zq1, a)
+        ctx.q, ctx.bias = q, bg is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        rows, zq1, a = ctx.saved_tensors
+        dz = zq1 * (g[..., None] * (ctx.q * a))
+        dW = torch.bmm(dz.transpose(1, 2), rows)
+        db = dz.sum(1) if ctx.bias else None
+        return None, dW, db, None, None
+
+
+class RoutedBuffer:
+    """A reusable row buffer for ``expert_outputs_routed`` (no per-step allocation).
+
+    Padding rows hold a copy of sample 0: their outputs are never read and their gradient
+    weight is exactly zero, so they do not change any result.
+    """
+
+    def __init__(self):
+        self.rows: torch.Tensor | None = None
+
+    def get(self, shape, like: torch.Tensor) -> torch.Tensor:
+        if self.rows is None or self.rows.shape != shape or self.rows.dtype != like.dtype or self.rows.device != like.device:
+            self.rows = like.new_zeros(shape)
+        return self.rows
+
+
+def expert_outputs_routed(cfg: Config, params: Params, x: torch.Tensor, a: torch.Tensor,
+                          expert: torch.Tensor, layout: RoutingLayout | None = None,
+                          buffer: RoutedBuffer | None = None) -> torch.Tensor:
+    """f_{m_i}(x_i) of the routed expert only, for every run and sample: (S, n).
+
+    Args:
+        x: (n, P, d) samples (shared by the runs). expert: (S, n) routed expert index.
+        layout: a precomputed ``routing_layout(expert, M)``. buffer: a reusable row buffer.
+    """
+    W, b = params.W, params.b
+    S, M, J, d = W.shape
+    if is_linear(cfg):
+        u = torch.einsum("smjd,j->smd", W, a)  # (S, M, d)
+        u_sel = torch.gather(u, 1, expert[..., None].expand(S, expert.shape[1], d))  # (S, n, d)
+        out = (u_sel * x.sum(1)).sum(-1)
+        if b is not None:
+            out = out + x.shape[1] * torch.gather(b @ a, 1, expert)
+        return out
+    n, P, _ = x.shape
+    lay = layout or routing_layout(expert, M)
+    R = lay.n_blocks * lay.block
+    flat = x.reshape(n, P * d)
+    if buffer is not None:
+        rows = torch.index_select(flat, 0, lay.source, out=buffer.get((R, P * d), x))
+    else:
+        rows = torch.index_select(flat, 0, lay.source)  # padding rows repeat sample 0: finite, never read
+    rows3 = rows.view(lay.n_blocks, lay.block * P, d)
+    Wg = W.reshape(S * M, J, d)[lay.block_group]  # (n_blocks, J, d)
+    bg = b.reshape(S * M, J)[lay.block_group] if b is not None else None
+    q = polynomial_degree(cfg)
+    if q is not None:
+        per_patch = _RoutedPolynomialExperts.apply(rows3, Wg, bg, a, q)
+    else:
+        z = torch.bmm(rows3, Wg.transpose(1, 2))
+        if bg is not None:
+            z = z + bg[:, None, :]
+        per_patch = activation_fn(cfg)(z) @ a
+    return per_patch.reshape(R, P).sum(1)[lay.pos]
+
+
+# --- router and gates ------------------------------------------------------------------------
+
+def router_logits(params: Params, x_sum: torch.Tensor) -> torch.Tensor:
+    """h(x) = Theta^T sum_p x^(p) for every run and sample: (S, n, M). One GEMM for all runs."""
+    S, d, M = params.theta.shape
+    h = x_sum @ params.theta.permute(1, 0, 2).reshape(d, S * M)  # (n, S*M)
+    return h.view(-1, S, M).transpose(0, 1)
+
+
+def gate_values(cfg: Config, h: torch.Tensor, noisy: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
+    """The factor of the routed expert's output (S, n).
+
+    ``softmax``: pi_m(x) = softmax(h)_m of the clean logits (paper, Section 3; the top-1 gate
+    is *not* renormalized to 1, so the router gets a gradient from the task loss).
+    ``noisy_logit``: h_m + r_m (official synthetic code). ``noisy_softmax``: softmax(h + r)_m.
+    """
+    idx = expert[..., None]
+    if cfg.gate == "softmax":
+        return torch.gather(torch.softmax(h, -1), 2, idx)[..., 0]
+    if cfg.gate == "noisy_logit":
+        return torch.gather(noisy, 2, idx)[..., 0]
+    return torch.gather(torch.softmax(noisy, -1), 2, idx)[..., 0]
+
+
+def loss_from_margin(cfg: Config, margin: torch.Tensor) -> torch.Tensor:
+    """Per-sample loss of the MoE as a function of the margin y * gate * f.
+
+    ``logistic``: log(1 + exp(-margin)) (paper). ``double_softmax_ce``: the official code applies
+    CrossEntropyLoss to softmax probabilities of the two logits, which equals
+    log(1 + exp(-tanh(margin / 2))) and is bounded below by log(1 + 1/e) = 0.3133.
+    """
+    if cfg.loss == "logistic":
+        return F.softplus(-margin)
+    return F.softplus(-torch.tanh(margin / 2))
+
+
+def load_balancing_loss(h: torch.Tensor, expert: torch.Tensor, n_experts: int) -> torch.Tensor:
+    """Switch-style auxiliary loss per run: M * sum_m (fraction routed to m) * mean_i pi_m(x_i)."""
+    density = F.one_hot(expert, n_experts).to(h.dtype).mean(1)  # (S, M)
+    prob = torch.softmax(h, -1).mean(1)  # (S, M)
+    return n_experts * (density * prob).sum(-1)

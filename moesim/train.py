@@ -1,0 +1,422 @@
+"""Full-batch training (Algorithm 1) of S independent runs as one batched tensor program.
+
+Each step, for every run: draw fresh router noise, route each sample to one expert (noisy top-1),
+evaluate the loss of Algorithm 1, take a normalized-GD step for every expert and a GD step for the
+router. Single models (no router) take normalized-GD, GD or Adam steps. Every run has its own
+``torch.Generator`` streams (init, router noise, evaluation noise) derived from its seed, so a run
+gives the same numbers alone or batched with others.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import data as data_mod
+from . import metrics
+from . import step as step_mod
+from .config import Config, default_lr_single
+from .model import (
+    Params, RoutedBuffer, expert_outputs_dense, expert_outputs_routed, gate_values, generator, init_params,
+    load_balancing_loss, loss_from_margin, router_logits, second_layer,
+)
+
+#: The official code's MoE early stopping (SPEC section 3.2): tolerance and loss floor.
+EARLY_STOP_TOLERANCE = 0.02
+EARLY_STOP_FLOOR = 0.314
+#: Official single models: the tolerance rule applies only after this epoch.
+SINGLE_STOP_AFTER = 500
+
+
+class DivergenceError(RuntimeError):
+    """The loss became NaN or infinite; ``result`` holds the trajectory up to ``step``."""
+
+    def __init__(self, step: int, seeds: list[int], result: "RunResult"):
+        super().__init__(f"training diverged at step {step}: non-finite loss for seed(s) {seeds}; "
+                         f"the trajectory before that step is kept in .result")
+        self.step, self.seeds, self.result = step, seeds, result
+
+
+@dataclass
+class Problem:
+    """Training and test data on the device, in the layout the kernels want."""
+
+    x: torch.Tensor  # (n, P, d)
+    x_sum: torch.Tensor  # (n, d) sum over patches, the router's input
+    y: torch.Tensor  # (n,) +-1 as floats
+    cluster: torch.Tensor  # (n,)
+    x_test: torch.Tensor
+    x_sum_test: torch.Tensor
+    y_test: torch.Tensor
+    cluster_test: torch.Tensor
+    features: torch.Tensor  # (K, d) unit v_k
+    centers: torch.Tensor  # (K, d) unit c_k
+
+    @classmethod
+    def build(cls, train: data_mod.Dataset, test: data_mod.Dataset, device, dtype) -> "Problem":
+        tr, te = train.to(device, dtype), test.to(device, dtype)
+        return cls(tr.x, tr.x.sum(1), tr.y.to(dtype), tr.cluster, te.x, te.x.sum(1), te.y.to(dtype), te.cluster,
+                   tr.features, tr.centers)
+
+
+@dataclass
+class RunResult:
+    """Everything a run produced, on the CPU.
+
+    ``history`` has one row per training step (shape (T, S, ...)); ``snapshots`` one row per
+    recorded step (``snapshots["step"]``); ``summary`` one value per run (seed).
+    """
+
+    config: Config
+    seeds: list[int]
+    history: dict[str, np.ndarray]
+    snapshots: dict[str, np.ndarray]
+    summary: dict[str, np.ndarray]
+    params: Params | None = None
+    wall_time: float = 0.0
+    info: dict = field(default_factory=dict)
+
+    def mean_std(self, key: str) -> tuple[float, float]:
+        """Mean and population std (ddof = 0, as the paper) over seeds of a summary value."""
+        v = np.asarray(self.summary[key], dtype=np.float64)
+        return float(v.mean()), float(v.std())
+
+
+def _dtype(cfg: Config) -> torch.dtype:
+    return {"float32": torch.float32, "float64": torch.float64}[cfg.dtype]
+
+
+def check_device(device: str) -> None:
+    """Fail clearly when ``device`` names a GPU that is not there."""
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} is not available: torch sees no CUDA GPU; use device='cpu'")
+        idx = int(device.split(":")[1]) if ":" in device else 0
+        if idx >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r} is not available: {torch.cuda.device_count()} CUDA device(s)")
+
+
+class _Noise:
+    """Router noise r of each run: fresh U[0,1] each step, one fixed draw, or a 1e-5 tie-break."""
+
+    def __init__(self, cfg: Config, seeds: list[int], n: int, M: int, device, dtype, stream: str):
+        self.cfg, self.n, self.M, self.dtype = cfg, n, M, dtype
+        self.gens = [generator(s, stream, device) for s in seeds]
+        self.device = device
+        self.fixed = None
+        if cfg.router_noise == "fixed":
+            self.fixed = self._uniform() * cfg.noise_scale
+        elif cfg.router_noise == "none":
+            self.fixed = torch.stack([torch.randn(n, M, generator=g, device=device, dtype=dtype)
+                                      for g in self.gens]) * 1e-5
+
+    def _uniform(self) -> torch.Tensor:
+        return torch.stack([torch.rand(self.n, self.M, generator=g, device=self.device, dtype=self.dtype)
+                            for g in self.gens])
+
+    def draw(self) -> torch.Tensor:
+        if self.fixed is not None:
+            return self.fixed
+        return self._uniform() * self.cfg.noise_scale
+
+
+def _normalized(g: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+    norm = norm.reshape(norm.shape + (1,) * (g.dim() - norm.dim()))
+    return torch.where(norm > 0, g / torch.where(norm > 0, norm, torch.ones_like(norm)), torch.zeros_like(g))
+
+
+def expert_step(cfg: Config, gW: torch.Tensor, gb: torch.Tensor | None, lr: float):
+    """The expert update of Algorithm 1: -lr * grad / ||grad|| for each expert (S, M).
+
+    ``frobenius``: joint norm of all of the expert's gradients (paper). ``sum_of_norms``:
+    ||g_W||_F + ||g_b|| (official demo notebooks). ``per_tensor``: each tensor to norm lr
+    (official entropy notebooks). ``none``: plain GD. An expert with zero gradient (no sample
+    routed to it) does not move.
+    """
+    nW = gW.flatten(2).norm(dim=-1)  # (S, M)
+    nb = gb.norm(dim=-1) if gb is not None else torch.zeros_like(nW)
+    if cfg.normalization == "none":
+        return -lr * gW, (None if gb is None else -lr * gb)
+    if cfg.normalization == "per_tensor":
+        return -lr * _normalized(gW, nW), (None if gb is None else -lr * _normalized(gb, nb))
+    den = torch.sqrt(nW**2 + nb**2) if cfg.normalization == "frobenius" else nW + nb
+    return -lr * _normalized(gW, den), (None if gb is None else -lr * _normalized(gb, den))
+
+
+class _Adam:
+    """torch.optim.Adam (L2 weight decay, as the official single models) with a per-run mask."""
+
+    def __init__(self, tensors: list[torch.Tensor], lr: float, weight_decay: float,
+                 betas=(0.9, 0.999), eps=1e-8):
+        self.lr, self.wd, self.betas, self.eps = lr, weight_decay, betas, eps
+        self.m = [torch.zeros_like(t) for t in tensors]
+        self.v = [torch.zeros_like(t) for t in tensors]
+        self.t = 0
+
+    def steps(self, tensors, grads) -> list[torch.Tensor]:
+        self.t += 1
+        b1, b2 = self.betas
+        bc1, bc2 = 1 - b1**self.t, 1 - b2**self.t
+        out = []
+        for p, g, m, v in zip(tensors, grads, self.m, self.v):
+            g = g + self.wd * p
+            m.mul_(b1).add_(g, alpha=1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            out.append(-(self.lr / bc1) * m / (v.sqrt() / math.sqrt(bc2) + self.eps))
+        return out
+
+
+def _stop_rule(cfg: Config, step: int, loss: torch.Tensor, best: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official early-stopping rules; returns (stop now, new running minimum)."""
+    if cfg.architecture == "moe":
+        improved = loss <= best
+        stop = ~improved & ((loss > best + EARLY_STOP_TOLERANCE) | (loss <= EARLY_STOP_FLOOR))
+    else:
+        improved = loss < best
+        stop = ~improved & (loss > best + EARLY_STOP_TOLERANCE) & (step > SINGLE_STOP_AFTER)
+    return stop, torch.where(improved, loss, best)
+
+
+def make_problem(cfg: Config, data=None) -> Problem:
+    train_set, test_set = data if data is not None else data_mod.generate(cfg)
+    return Problem.build(train_set, test_set, cfg.device, _dtype(cfg))
+
+
+def forward_train(cfg: Config, params: Params, prob: Problem, noise: torch.Tensor, a: torch.Tensor,
+                  buffer: RoutedBuffer | None = None):
+    """Loss of Algorithm 1 at the current parameters: (loss per run (S,), margins (S, n), expert (S, n))."""
+    if cfg.architecture == "single":
+        f = expert_outputs_dense(cfg, params, prob.x, a)[:, 0]
+        margin = prob.y * f
+        expert = torch.zeros_like(margin, dtype=torch.long)
+        return torch.nn.functional.softplus(-margin).mean(1), margin, expert
+    h = router_logits(params, prob.x_sum)
+    noisy = h + noise
+    expert = noisy.argmax(-1)
+    gate = gate_values(cfg, h, noisy, expert)
+    f = expert_outputs_routed(cfg, params, prob.x, a, expert, buffer=buffer)
+    margin = prob.y * gate * f
+    loss = loss_from_margin(cfg, margin).mean(1)
+    if cfg.load_balancing > 0:
+        loss = loss + cfg.load_balancing * load_balancing_loss(h, expert, cfg.n_experts)
+    return loss, margin, expert
+
+
+@torch.no_grad()
+def evaluate(cfg: Config, params: Params, x: torch.Tensor, x_sum: torch.Tensor, y: torch.Tensor,
+             noise: torch.Tensor | None, a: torch.Tensor):
+    """Predictions of the trained layer: (correct (S, n) bool, routed expert (S, n)).
+
+    Routing uses the clean logits h, plus ``noise`` when the config evaluates with noise.
+    """
+    S = params.W.shape[0]
+    if cfg.architecture == "single":
+        f = expert_outputs_dense(cfg, params, x, a)[:, 0]
+        return y * f > 0, torch.zeros(S, x.shape[0], dtype=torch.long, device=x.device)
+    h = router_logits(params, x_sum)
+    noisy = h + noise if noise is not None else h
+    expert = noisy.argmax(-1)
+    gate = gate_values(cfg, h, noisy, expert)
+    f = expert_outputs_routed(cfg, params, x, a, expert)
+    return y * gate * f > 0, expert
+
+
+@torch.no_grad()
+def expert_cluster_accuracy(cfg: Config, params: Params, x: torch.Tensor, y: torch.Tensor, cluster: torch.Tensor,
+                            a: torch.Tensor, chunk_elements: int = 2**24) -> torch.Tensor:
+    """Accuracy of each expert alone, sign(f_m(x)), on each cluster: (S, M, K)."""
+    S, M, J, _ = params.W.shape
+    K = int(cluster.max().item()) + 1 if cluster.numel() else 1
+    n, P, _ = x.shape
+    step = max(1, chunk_elements // max(1, S * M * J * P))
+    correct = torch.cat([(expert_outputs_dense(cfg, params, x[i:i + step], a) * y[i:i + step]) > 0
+                         for i in range(0, n, step)], dim=2)  # (S, M, n)
+    return metrics.per_cluster_accuracy(correct, cluster, K).to(torch.float32)
+
+
+def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Problem | None = None,
+          progress: Callable[[int, int], None] | None = None, keep_params: bool = True,
+          engine: str = "fast") -> RunResult:
+    """Train ``len(seeds)`` independent runs of ``cfg`` as one batched program.
+
+    Args:
+        cfg: the configuration (validated again here).
+        seeds: model seeds (init and noise streams); an int ``S`` means ``range(S)``.
+        data: ``(train, test)`` datasets; default ``moesim.data.generate(cfg)``.
+        problem: the data already on the device (overrides ``data``).
+        progress: called as ``progress(step, total)`` after each step.
+        keep_params: return the final parameters in ``result.params``.
+        engine: ``"fast"`` (hand-written gradients, ``moesim.step``) or ``"autograd"`` (the
+            reference: autograd through ``forward_train``). The load-balancing loss always uses
+            autograd.
+
+    Raises:
+        DivergenceError: the loss became NaN or inf; ``err.result`` keeps the steps before it.
+    """
+    cfg.validate()
+    check_device(cfg.device)
+    seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds is empty; give at least one seed")
+    if engine not in ("fast", "autograd"):
+        raise ValueError(f"engine={engine!r} is not allowed; choose 'fast' or 'autograd'")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds {seeds} contain duplicates")
+    t0 = time.perf_counter()
+    dev, dt = cfg.device, _dtype(cfg)
+    prob = problem if problem is not None else make_problem(cfg, data)
+    S, M, K = len(seeds), cfg.experts, cfg.n_clusters
+    n, n_test = prob.x.shape[0], prob.x_test.shape[0]
+    T = cfg.steps
+    a = second_layer(cfg, cfg.filters, dt, dev)
+    params = init_params(cfg, seeds, device=dev, dtype=dt)
+    tensors = params.tensors()
+    is_moe = cfg.architecture == "moe"
+    use_fast = engine == "fast" and cfg.load_balancing == 0
+    for t in tensors:
+        t.requires_grad_(not use_fast)
+    noise = _Noise(cfg, seeds, n, M, dev, dt, "router-noise") if is_moe else None
+    eval_noise = _Noise(cfg, seeds, n_test, M, dev, dt, "eval-noise") if is_moe and cfg.test_noise else None
+    adam = None
+    if not is_moe and cfg.single_optimizer == "adam":
+        adam = _Adam(tensors, default_lr_single(cfg), cfg.weight_decay_single)
+
+    loss_hist = torch.full((T, S), float("nan"), device=dev, dtype=dt)
+    acc_hist = torch.full((T, S), float("nan"), device=dev, dtype=dt)
+    count_hist = torch.zeros((T, S, K, M), device=dev, dtype=torch.long)
+    active = torch.ones(S, dtype=torch.bool, device=dev)
+    stopped = torch.zeros(S, dtype=torch.bool, device=dev)
+    last_step = torch.full((S,), T - 1, dtype=torch.long, device=dev)  # last forward pass of each run
+    first_bad = torch.full((S,), T, dtype=torch.long, device=dev)  # first non-finite loss
+    best = torch.full((S,), float("inf"), device=dev, dtype=dt)
+    snaps: list[dict[str, torch.Tensor]] = []
+    buffer = RoutedBuffer()
+
+    def snapshot(step: int) -> None:
+        p = params.detach()
+        correct, _ = evaluate(cfg, p, prob.x_test, prob.x_sum_test, prob.y_test,
+                              eval_noise.draw() if eval_noise is not None else None, a)
+        snaps.append(dict(
+            step=torch.tensor(step),
+            test_accuracy=100 * correct.to(torch.float64).mean(1),
+            router_center=metrics.router_alignment(p.theta, prob.centers),
+            router_feature=metrics.router_alignment(p.theta, prob.features),
+            expert_feature=metrics.signed_filter_alignment(p.W, a, prob.features),
+            expert_center=metrics.signed_filter_alignment(p.W, a, prob.centers),
+            expert_cluster_accuracy=expert_cluster_accuracy(cfg, p, prob.x_test, prob.y_test, prob.cluster_test, a),
+        ))
+
+    def result(upto: int) -> RunResult:
+        hist = dict(loss=loss_hist[:upto], train_accuracy=acc_hist[:upto], dispatch_counts=count_hist[:upto])
+        hist = {k: v.detach().cpu().numpy() for k, v in hist.items()}
+        ran = np.arange(upto)[:, None] <= last_step.cpu().numpy()[None, :]
+        hist["dispatch_entropy"] = np.where(
+            ran, metrics.dispatch_entropy(torch.from_numpy(hist["dispatch_counts"])).numpy(), np.nan)
+        hist["load"] = hist["dispatch_counts"].sum(2)
+        hist["train_accuracy"] = 100 * hist["train_accuracy"]
+        sn = {k: torch.stack([s[k] for s in snaps]).cpu().numpy() for k in snaps[0]} if snaps else {}
+        return RunResult(cfg, seeds, hist, sn, {}, wall_time=time.perf_counter() - t0)
+
+    def check_finite() -> None:
+        if bool((first_bad < T).any()):
+            step_bad = int(first_bad.min())
+            bad_seeds = [seeds[i] for i in (first_bad == step_bad).nonzero()[:, 0].tolist()]
+            raise DivergenceError(step_bad, bad_seeds, result(step_bad))
+
+    step, updates = 0, 0
+    for step in range(T):
+        r = noise.draw() if noise is not None else None
+        if use_fast:
+            out = (step_mod.moe_step(cfg, params, prob.x, prob.x_sum, prob.y, r, a, buffer) if is_moe
+                   else step_mod.single_step(cfg, params, prob.x, prob.y, a))
+            loss, margin, expert, grads = out.loss, out.margin, out.expert, out.grads
+        else:
+            loss, margin, expert = forward_train(cfg, params, prob, r, a, buffer)
+        with torch.no_grad():
+            lv = loss.detach()
+            loss_hist[step] = torch.where(active, lv, loss_hist[step])
+            acc_hist[step] = torch.where(active, (margin > 0).to(dt).mean(1), acc_hist[step])
+            count_hist[step] = metrics.dispatch_counts(expert, prob.cluster, K, M) * active[:, None, None]
+            bad = active & ~torch.isfinite(lv)
+            first_bad = torch.where(bad, step, first_bad)
+            stop = bad
+            if cfg.stopping == "official":
+                rule, best = _stop_rule(cfg, step, lv, best)
+                stop = stop | (rule & active)
+                stopped |= rule & active
+            last_step = torch.where(stop, step, last_step)
+            active = active & ~stop
+        if step % cfg.record_every == 0:
+            check_finite()
+            snapshot(step)
+        if not bool(active.any()):
+            break
+        updates = step + 1
+        if not use_fast:
+            grads = torch.autograd.grad(loss.sum(), tensors)
+        with torch.no_grad():
+            _apply_update(cfg, params, tensors, grads, active, adam)
+        if progress is not None:
+            progress(step + 1, T)
+    check_finite()
+    if not snaps or int(snaps[-1]["step"]) != updates:
+        snapshot(updates)
+    res = result(step + 1)
+    _summarize(cfg, res, params, prob, last_step, stopped, a, eval_noise)
+    if keep_params:
+        res.params = Params(params.W.detach().cpu(), None if params.b is None else params.b.detach().cpu(),
+                            params.theta.detach().cpu())
+    res.wall_time = time.perf_counter() - t0
+    return res
+
+
+def _apply_update(cfg: Config, params: Params, tensors, grads, active: torch.Tensor, adam: _Adam | None) -> None:
+    mask = active.to(tensors[0].dtype)
+    gW, gb = grads[0], (grads[1] if params.b is not None else None)
+    g_theta = grads[-1]
+    if adam is not None:
+        steps = adam.steps(tensors[:-1], grads[:-1])
+    elif cfg.architecture == "single" and cfg.single_optimizer == "gd":
+        lr = default_lr_single(cfg)
+        steps = [-lr * g for g in grads[:-1]]
+    else:
+        lr = cfg.lr_expert if cfg.architecture == "moe" else default_lr_single(cfg)
+        dW, db = expert_step(cfg, gW, gb, lr)
+        steps = [dW] + ([db] if db is not None else [])
+    for p, d in zip(tensors[:-1], steps):
+        p.add_(d * mask.view(-1, *([1] * (d.dim() - 1))))
+    if cfg.architecture == "moe":
+        params.theta.add_(-cfg.lr_router * g_theta * mask.view(-1, 1, 1))
+
+
+def _summarize(cfg: Config, res: RunResult, params: Params, prob: Problem, last_step: torch.Tensor,
+               stopped: torch.Tensor, a: torch.Tensor, eval_noise: _Noise | None) -> None:
+    S = len(res.seeds)
+    p = params.detach()
+    last = last_step.cpu().numpy()
+    idx = np.arange(S)
+    correct_test, expert_test = evaluate(cfg, p, prob.x_test, prob.x_sum_test, prob.y_test,
+                                         eval_noise.draw() if eval_noise is not None else None, a)
+    train_noise = None
+    if cfg.architecture == "moe" and cfg.test_noise:
+        g = [generator(s, "eval-noise-train", cfg.device) for s in res.seeds]
+        train_noise = torch.stack([torch.rand(prob.x.shape[0], cfg.experts, generator=gi, device=cfg.device,
+                                              dtype=prob.x.dtype) for gi in g]) * cfg.noise_scale
+    correct_train, _ = evaluate(cfg, p, prob.x, prob.x_sum, prob.y, train_noise, a)
+    test_counts = metrics.dispatch_counts(expert_test, prob.cluster_test, cfg.n_clusters, cfg.experts)
+    res.summary = dict(
+        seed=np.array(res.seeds),
+        updates=np.where(stopped.cpu().numpy(), last, cfg.steps),
+        stopped_early=stopped.cpu().numpy(),
+        loss=res.history["loss"][last, idx],
+        dispatch_entropy=res.history["dispatch_entropy"][last, idx],
+        test_accuracy=100 * correct_test.to(torch.float64).mean(1).cpu().numpy(),
+        train_accuracy=100 * correct_train.to(torch.float64).mean(1).cpu().numpy(),
+        test_dispatch_entropy=metrics.dispatch_entropy(test_counts).cpu().numpy(),
+        test_dispatch_counts=test_counts.cpu().numpy(),
+    )

@@ -13,7 +13,7 @@ from .config import Config, ConfigError, preset, preset_names
 from .data import Dataset, generate
 from .metrics import dispatch_counts, dispatch_entropy
 from .routing import routing_probabilities, routing_probabilities_mc
-from .train import DivergenceError, RunResult, train
+from .training import DivergenceError, RunResult, train
 
 __version__ = "0.1.0"
 

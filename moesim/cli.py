@@ -123,7 +123,7 @@ def summary_table(result, setting: str | None, model: str | None) -> str:
 
 def main_run(args: argparse.Namespace) -> int:
     from .results import save_run
-    from .train import DivergenceError, check_device, train
+    from .training import DivergenceError, check_device, train
 
     cfg = config_from_args(args)
     check_device(cfg.device)

@@ -11,7 +11,7 @@ import torch
 
 from .config import Config
 from .model import Params
-from .train import RunResult
+from .training import RunResult
 
 SUMMARY_KEYS = ("test_accuracy", "train_accuracy", "dispatch_entropy", "test_dispatch_entropy", "loss", "updates")
 

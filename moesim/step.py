@@ -1,6 +1,6 @@
-"""Loss and gradients of one full-batch step, by hand (the fast path of ``moesim.train``).
+"""Loss and gradients of one full-batch step, by hand (the fast path of ``moesim.training``).
 
-This computes exactly what ``torch.autograd`` computes for ``moesim.train.forward_train`` (tested
+This computes exactly what ``torch.autograd`` computes for ``moesim.training.forward_train`` (tested
 equal to it, and to the dense reference of ``moesim.model``), without autograd's bookkeeping:
 each (run, sample) goes through its routed expert only, the expert kernel keeps one
 (rows x J) temporary, and the gradients come from closed forms:
@@ -151,6 +151,8 @@ def single_step(cfg: Config, params: Params, x: torch.Tensor, y: torch.Tensor, a
     W, b = params.W[:, 0], (params.b[:, 0] if params.b is not None else None)  # (S, J, d), (S, J)
     S, J, d = W.shape
     n, P, _ = x.shape
+    if is_linear(cfg):
+        return _single_linear_step(cfg, params, x.sum(1), y, a, P)
     flat = x.reshape(n * P, d)
     z = (flat @ W.reshape(S * J, d).T).view(n, P, S, J)
     if b is not None:
@@ -166,4 +168,24 @@ def single_step(cfg: Config, params: Params, x: torch.Tensor, y: torch.Tensor, a
     gb = dz.sum((0, 1)).view(S, 1, J) if b is not None else None
     g_theta = torch.zeros_like(params.theta)
     grads = [gW] + ([gb] if gb is not None else []) + [g_theta]
+    return StepOutput(loss_i.mean(1), margin, torch.zeros_like(margin, dtype=torch.long), grads)
+
+
+def _single_linear_step(cfg: Config, params: Params, x_sum: torch.Tensor, y: torch.Tensor, a: torch.Tensor,
+                        n_patches: int) -> StepOutput:
+    """A linear single CNN is F(x) = <sum_j a_j w_j, sum_p x^(p)> + P sum_j a_j b_j: one GEMV per run."""
+    W, b = params.W[:, 0], (params.b[:, 0] if params.b is not None else None)
+    S, J, d = W.shape
+    n = x_sum.shape[0]
+    u = torch.einsum("sjd,j->sd", W, a)
+    f = (x_sum @ u.T).T  # (S, n)
+    if b is not None:
+        f = f + n_patches * (b @ a)[:, None]
+    margin = y * f
+    loss_i, dl = loss_and_derivative(cfg, margin, single=True)
+    df = dl * y / n
+    gu = df @ x_sum  # (S, d)
+    gW = (a[None, :, None] * gu[:, None, :]).view(S, 1, J, d)
+    gb = (n_patches * df.sum(1)[:, None] * a).view(S, 1, J) if b is not None else None
+    grads = [gW] + ([gb] if gb is not None else []) + [torch.zeros_like(params.theta)]
     return StepOutput(loss_i.mean(1), margin, torch.zeros_like(margin, dtype=torch.long), grads)

@@ -1,0 +1,42 @@
+"""Dispatch entropy, Eq. (6.1), on worked examples (SPEC sections 4.2 and 6.8)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from moesim.metrics import dispatch_counts, dispatch_entropy
+
+
+def test_one_cluster_per_expert_gives_zero():
+    counts = torch.tensor([[5, 0, 0, 0], [0, 3, 0, 0], [0, 0, 0, 9]])  # K=3 rows, M=4 columns, one empty
+    assert dispatch_entropy(counts).item() == 0.0
+
+
+def test_uniform_table_gives_log_k():
+    assert math.isclose(dispatch_entropy(torch.full((4, 8), 7)).item(), math.log(4), rel_tol=1e-12)
+
+
+def test_empty_experts_are_ignored():
+    base = torch.tensor([[2, 0], [2, 4]])
+    padded = torch.tensor([[2, 0, 0], [2, 4, 0]])
+    assert dispatch_entropy(base).item() == dispatch_entropy(padded).item()
+
+
+def test_worked_example():
+    """counts [[2,0],[2,4]] (rows clusters): -(4/8)(2 * 1/2 ln 1/2) - (4/8) * 0 = 0.3466."""
+    assert math.isclose(dispatch_entropy(torch.tensor([[2, 0], [2, 4]])).item(), 0.5 * math.log(2), rel_tol=1e-12)
+
+
+def test_conditional_not_marginal_entropy():
+    """One expert receiving every cluster equally has entropy ln K (H of the marginal would be 0)."""
+    counts = torch.tensor([[5, 0], [5, 0], [5, 0]])
+    assert math.isclose(dispatch_entropy(counts).item(), math.log(3), rel_tol=1e-12)
+
+
+def test_counts_from_assignments_batched():
+    expert = torch.tensor([[0, 1, 1, 2], [2, 2, 2, 2]])
+    cluster = torch.tensor([0, 0, 1, 1])
+    c = dispatch_counts(expert, cluster, 2, 3)
+    assert c.tolist() == [[[1, 1, 0], [0, 1, 1]], [[0, 0, 2], [0, 0, 2]]]

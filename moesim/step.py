@@ -63,13 +63,55 @@ def loss_and_derivative(cfg: Config, margin: torch.Tensor, single: bool) -> tupl
     return F.softplus(-t), -torch.sigmoid(-t) * (1 - t * t) / 2
 
 
-def _expert_grads_from_dz(dz_blocks, rows3, block_group, n_groups, J, d, bias):
-    gWg = torch.bmm(dz_blocks.transpose(1, 2), rows3)  # (blocks, J, d)
-    gW = torch.zeros(n_groups, J, d, dtype=gWg.dtype, device=gWg.device).index_add_(0, block_group, gWg)
+def _routed_experts(cfg: Config, W, b, a, x, y, gate, lay, buffer: RoutedBuffer | None, tile_elements: int = 2**18):
+    """f of each (run, sample) through its routed expert, and the experts' loss gradients.
+
+    Rows of the expert-sorted buffer (``routing_layout``) are processed in tiles of whole blocks
+    whose (rows x P x J) pre-activations fit in cache: gather the tile's samples, one batched
+    matmul, the activation and its derivative, the per-sample loss derivative (the loss is a mean
+    of per-sample terms), and the tile's weight-gradient matmul. Padding rows carry weight 0.
+    """
+    S, M, J, d = W.shape
+    n, P, _ = x.shape
+    B = lay.block
+    R = lay.n_blocks * B
+    flat = x.reshape(n, P * d)
+    row_block = torch.arange(R, device=x.device) // B
+    row_run = lay.block_group[row_block] // M
+    valid = torch.zeros(R, dtype=x.dtype, device=x.device)
+    valid[lay.pos.reshape(-1)] = 1.0
+    gate_row = gate.reshape(-1)[row_run * n + lay.source] * valid
+    y_row = y[lay.source]
+    Wg = W.reshape(S * M, J, d)[lay.block_group]  # (blocks, J, d)
+    bg = b.reshape(S * M, J)[lay.block_group] if b is not None else None
+    gWg = torch.empty_like(Wg)
+    gbg = torch.empty_like(bg) if bg is not None else None
+    f_row = torch.empty(R, dtype=x.dtype, device=x.device)
+    tile_blocks = max(1, tile_elements // (B * P * J))
+    for b0 in range(0, lay.n_blocks, tile_blocks):
+        b1 = min(b0 + tile_blocks, lay.n_blocks)
+        r0, r1 = b0 * B, b1 * B
+        out = buffer.get((tile_blocks * B, P * d), x)[: r1 - r0] if buffer is not None else None
+        rows = torch.index_select(flat, 0, lay.source[r0:r1], out=out).view(b1 - b0, B * P, d)
+        z = torch.bmm(rows, Wg[b0:b1].transpose(1, 2))
+        if bg is not None:
+            z += bg[b0:b1, None, :]
+        s, ds = activation_and_derivative(cfg, z)
+        del z
+        f_t = (s @ a).view(r1 - r0, P).sum(1)
+        del s
+        f_row[r0:r1] = f_t
+        _, dl = loss_and_derivative(cfg, y_row[r0:r1] * gate_row[r0:r1] * f_t, single=False)
+        df = dl * y_row[r0:r1] * gate_row[r0:r1] / n  # zero on padding rows (gate_row = 0 there)
+        dz = ds.view(r1 - r0, P, J).mul_(df[:, None, None] * a).view(b1 - b0, B * P, J)
+        torch.bmm(dz.transpose(1, 2), rows, out=gWg[b0:b1])
+        if gbg is not None:
+            gbg[b0:b1] = dz.sum(1)
+    gW = torch.zeros(S * M, J, d, dtype=x.dtype, device=x.device).index_add_(0, lay.block_group, gWg)
     gb = None
-    if bias:
-        gb = torch.zeros(n_groups, J, dtype=gWg.dtype, device=gWg.device).index_add_(0, block_group, dz_blocks.sum(1))
-    return gW, gb
+    if gbg is not None:
+        gb = torch.zeros(S * M, J, dtype=x.dtype, device=x.device).index_add_(0, lay.block_group, gbg).view(S, M, J)
+    return f_row[lay.pos], gW.view(S, M, J, d), gb
 
 
 def moe_step(cfg: Config, params: Params, x: torch.Tensor, x_sum: torch.Tensor, y: torch.Tensor,
@@ -97,21 +139,7 @@ def moe_step(cfg: Config, params: Params, x: torch.Tensor, x_sum: torch.Tensor, 
         if b is not None:
             f = f + P * torch.gather(b @ a, 1, expert)
     else:
-        lay = routing_layout(expert, M)
-        R = lay.n_blocks * lay.block
-        flat = x.reshape(n, P * d)
-        rows = (torch.index_select(flat, 0, lay.source, out=buffer.get((R, P * d), x)) if buffer is not None
-                else torch.index_select(flat, 0, lay.source))
-        rows3 = rows.view(lay.n_blocks, lay.block * P, d)
-        Wg = W.reshape(S * M, J, d)[lay.block_group]
-        z = torch.bmm(rows3, Wg.transpose(1, 2))
-        if b is not None:
-            z += b.reshape(S * M, J)[lay.block_group][:, None, :]
-        s, ds = activation_and_derivative(cfg, z)
-        del z
-        f = (s @ a).view(R, P).sum(1)[lay.pos]
-        del s
-
+        f, gW, gb = _routed_experts(cfg, W, b, a, x, y, gate, routing_layout(expert, M), buffer)
     margin = y * gate * f
     loss_i, dl = loss_and_derivative(cfg, margin, single=False)
     dm = dl / n  # dL/dmargin, (S, n)
@@ -126,14 +154,6 @@ def moe_step(cfg: Config, params: Params, x: torch.Tensor, x_sum: torch.Tensor, 
         if b is not None:
             gsum = torch.zeros(S * M, dtype=x.dtype, device=x.device).index_add_(0, flat_e, df.reshape(-1))
             gb = (P * gsum[:, None] * a).view(S, M, J)
-    else:
-        g_row = torch.zeros(R, dtype=x.dtype, device=x.device)
-        g_row[lay.pos.reshape(-1)] = df.reshape(-1)
-        dz = ds.view(R, P, J).mul_((g_row[:, None, None] * a))  # in place: ds is not needed again
-        gW, gb = _expert_grads_from_dz(dz.view(lay.n_blocks, lay.block * P, J), rows3, lay.block_group,
-                                       S * M, J, d, b is not None)
-        gW = gW.view(S, M, J, d)
-        gb = gb.view(S, M, J) if gb is not None else None
 
     # router: dL/dh, then dL/dTheta = x_sum^T dL/dh
     if probs is None:
@@ -146,29 +166,45 @@ def moe_step(cfg: Config, params: Params, x: torch.Tensor, x_sum: torch.Tensor, 
     return StepOutput(loss_i.mean(1), margin, expert, grads)
 
 
-def single_step(cfg: Config, params: Params, x: torch.Tensor, y: torch.Tensor, a: torch.Tensor) -> StepOutput:
-    """Logistic loss of single CNNs F(x) = sum_j a_j sum_p sigma(<w_j, x^(p)> + b_j) and its gradients."""
+def single_step(cfg: Config, params: Params, x: torch.Tensor, y: torch.Tensor, a: torch.Tensor,
+                tile_elements: int = 2**18) -> StepOutput:
+    """Logistic loss of single CNNs F(x) = sum_j a_j sum_p sigma(<w_j, x^(p)> + b_j) and its gradients.
+
+    The loss is a mean of per-sample terms, so the batch is processed in tiles of samples whose
+    (samples x P x runs x J) pre-activations fit in cache (``tile_elements``); each tile adds its
+    share to the gradients. This is a loop over memory tiles (a handful per step), not over samples.
+    """
     W, b = params.W[:, 0], (params.b[:, 0] if params.b is not None else None)  # (S, J, d), (S, J)
     S, J, d = W.shape
     n, P, _ = x.shape
     if is_linear(cfg):
         return _single_linear_step(cfg, params, x.sum(1), y, a, P)
-    flat = x.reshape(n * P, d)
-    z = (flat @ W.reshape(S * J, d).T).view(n, P, S, J)
-    if b is not None:
-        z += b
-    s, ds = activation_and_derivative(cfg, z)
-    f = (s @ a).sum(1).T  # (S, n)
-    del s
-    margin = y * f
-    loss_i, dl = loss_and_derivative(cfg, margin, single=True)
-    df = dl * y / n  # (S, n)
-    dz = ds.mul_(df.T[:, None, :, None] * a)  # (n, P, S, J)
-    gW = (dz.view(n * P, S * J).T @ flat).view(S, 1, J, d)
-    gb = dz.sum((0, 1)).view(S, 1, J) if b is not None else None
-    g_theta = torch.zeros_like(params.theta)
-    grads = [gW] + ([gb] if gb is not None else []) + [g_theta]
-    return StepOutput(loss_i.mean(1), margin, torch.zeros_like(margin, dtype=torch.long), grads)
+    Wt = W.reshape(S * J, d).T.contiguous()  # (d, S*J)
+    gW = torch.zeros(S * J, d, dtype=x.dtype, device=x.device)
+    gb = torch.zeros(S * J, dtype=x.dtype, device=x.device) if b is not None else None
+    margins, losses = [], []
+    tile = max(1, tile_elements // (P * S * J))
+    for i in range(0, n, tile):
+        xt = x[i:i + tile].reshape(-1, d)  # (m*P, d)
+        m = xt.shape[0] // P
+        z = (xt @ Wt).view(m, P, S, J)
+        if b is not None:
+            z += b
+        s, ds = activation_and_derivative(cfg, z)
+        del z
+        yt = y[i:i + tile]
+        margin = yt * (s @ a).sum(1).T  # (S, m)
+        del s
+        loss_i, dl = loss_and_derivative(cfg, margin, single=True)
+        dz = ds.mul_((dl * yt / n).T[:, None, :, None] * a)  # (m, P, S, J)
+        gW.addmm_(dz.view(m * P, S * J).T, xt)
+        if gb is not None:
+            gb += dz.sum((0, 1)).view(-1)
+        margins.append(margin)
+        losses.append(loss_i.sum(1))
+    margin = torch.cat(margins, 1)
+    grads = [gW.view(S, 1, J, d)] + ([gb.view(S, 1, J)] if gb is not None else []) + [torch.zeros_like(params.theta)]
+    return StepOutput(torch.stack(losses).sum(0) / n, margin, torch.zeros_like(margin, dtype=torch.long), grads)
 
 
 def _single_linear_step(cfg: Config, params: Params, x_sum: torch.Tensor, y: torch.Tensor, a: torch.Tensor,

@@ -12,8 +12,9 @@ loops over experts or samples.
 Two expert kernels compute the same numbers: ``expert_outputs_dense`` runs every expert on every
 sample (the reference, and what per-expert diagnostics need), ``expert_outputs_routed`` runs each
 sample through its routed expert only, by sorting samples into expert-homogeneous blocks and one
-batched matmul (the fast path). A linear activation collapses to one inner product with
-``sum_p x^(p)`` in both.
+batched matmul. Both are differentiable with autograd; training uses the hand-written gradients of
+``moesim.step``, which share ``routing_layout``. A linear activation collapses to one inner product
+with ``sum_p x^(p)``.
 """
 
 from __future__ import annotations
@@ -173,44 +174,8 @@ def routing_layout(expert: torch.Tensor, n_experts: int, block: int | None = Non
                          n_blocks=n_blocks, block=B)
 
 
-def polynomial_degree(cfg: Config) -> int | None:
-    """q when sigma(z) = z**q (cubic: 3, power: q), else None."""
-    if cfg.activation == "cubic":
-        return 3
-    if cfg.activation == "power":
-        return cfg.power
-    return None
-
-
-class _RoutedPolynomialExperts(torch.autograd.Function):
-    """sum_j a_j (z_j)**q with z = rows @ W_block^T (+ b), per row, with a hand-written backward.
-
-    Autograd of the same expression keeps several (rows x J) temporaries alive; this keeps one
-    (z**(q-1)) and computes dW = (q z**(q-1) * g a)^T rows in one batched matmul.
-    """
-
-    @staticmethod
-    def forward(ctx, rows, Wg, bg, a, q):
-        z = torch.bmm(rows, Wg.transpose(1, 2))  # (blocks, B*P, J)
-        if bg is not None:
-            z += bg[:, None, :]
-        zq1 = z * z if q == 3 else (z ** (q - 1) if q > 1 else torch.ones_like(z))
-        out = (zq1 * z) @ a
-        ctx.save_for_backward(rows, zq1, a)
-        ctx.q, ctx.bias = q, bg is not None
-        return out
-
-    @staticmethod
-    def backward(ctx, g):
-        rows, zq1, a = ctx.saved_tensors
-        dz = zq1 * (g[..., None] * (ctx.q * a))
-        dW = torch.bmm(dz.transpose(1, 2), rows)
-        db = dz.sum(1) if ctx.bias else None
-        return None, dW, db, None, None
-
-
 class RoutedBuffer:
-    """A reusable row buffer for ``expert_outputs_routed`` (no per-step allocation).
+    """A reusable buffer for the gathered sample rows of the routed kernels (no per-step allocation).
 
     Padding rows hold a copy of sample 0: their outputs are never read and their gradient
     weight is exactly zero, so they do not change any result.
@@ -254,14 +219,10 @@ def expert_outputs_routed(cfg: Config, params: Params, x: torch.Tensor, a: torch
     rows3 = rows.view(lay.n_blocks, lay.block * P, d)
     Wg = W.reshape(S * M, J, d)[lay.block_group]  # (n_blocks, J, d)
     bg = b.reshape(S * M, J)[lay.block_group] if b is not None else None
-    q = polynomial_degree(cfg)
-    if q is not None:
-        per_patch = _RoutedPolynomialExperts.apply(rows3, Wg, bg, a, q)
-    else:
-        z = torch.bmm(rows3, Wg.transpose(1, 2))
-        if bg is not None:
-            z = z + bg[:, None, :]
-        per_patch = activation_fn(cfg)(z) @ a
+    z = torch.bmm(rows3, Wg.transpose(1, 2))
+    if bg is not None:
+        z = z + bg[:, None, :]
+    per_patch = activation_fn(cfg)(z) @ a
     return per_patch.reshape(R, P).sum(1)[lay.pos]
 
 

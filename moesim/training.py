@@ -281,7 +281,11 @@ def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Proble
     for t in tensors:
         t.requires_grad_(not use_fast)
     noise = _Noise(cfg, seeds, n, M, dev, dt, "router-noise") if is_moe else None
-    eval_noise = _Noise(cfg, seeds, n_test, M, dev, dt, "eval-noise") if is_moe and cfg.test_noise else None
+    eval_noise = None
+    if is_moe and cfg.test_noise:
+        # the entropy notebooks add their one fixed noise matrix to the test rows too (row by row)
+        same_rows = cfg.router_noise == "fixed" and n_test == n
+        eval_noise = noise if same_rows else _Noise(cfg, seeds, n_test, M, dev, dt, "eval-noise")
     adam = None
     if not is_moe and cfg.single_optimizer == "adam":
         adam = _Adam(tensors, default_lr_single(cfg), cfg.weight_decay_single)

@@ -1,0 +1,46 @@
+"""The paper's claims as checkable objects, shared by ``moesim verify`` and ``tests/theory``.
+
+Usage::
+
+    from moesim.claims import QUICK, Context, get, run_claims
+    ctx = Context(QUICK)                      # one run cache for every claim
+    result = get("thm4.2").check(ctx)         # a ClaimResult: checks, measured values, verdict
+    results = run_claims(ctx)                 # every claim, in order
+
+Modules: ``base`` (Claim, Check, Scale, Context), ``stats`` (confidence bounds), ``swap`` (the
+Theorem 4.1 construction), and one module per group of claims.
+"""
+
+from __future__ import annotations
+
+# import order = registration order = the order of the verify table
+from . import single_expert, moe, lemma51, ablations  # noqa: F401, I001
+from .base import FULL, QUICK, REGISTRY, SCALES, Check, Claim, ClaimResult, Context, RunCache, Scale
+
+
+def names() -> list[str]:
+    """Every claim's name, in table order."""
+    return list(REGISTRY)
+
+
+def get(name: str) -> Claim:
+    """The claim called ``name`` (``ValueError`` naming the allowed ones otherwise)."""
+    if name not in REGISTRY:
+        raise ValueError(f"claim {name!r} is not known; choose from: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def run_claims(ctx: Context, selected: list[str] | None = None, on_result=None) -> list[ClaimResult]:
+    """Check ``selected`` claims (default all) in table order; ``on_result(result)`` after each."""
+    chosen = [get(n) for n in (selected or names())]
+    out = []
+    for claim in chosen:
+        res = claim.check(ctx)
+        out.append(res)
+        if on_result is not None:
+            on_result(res)
+    return out
+
+
+__all__ = ["FULL", "QUICK", "SCALES", "Check", "Claim", "ClaimResult", "Context", "RunCache", "Scale", "get", "names",
+           "run_claims"]

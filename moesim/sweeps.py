@@ -553,12 +553,6 @@ def trajectory_metrics(traj: dict[str, np.ndarray]) -> dict[str, float]:
     return out
 
 
-def pd_records(rows: list[dict], index=None):
-    import pandas as pd
-
-    return pd.DataFrame(rows, index=index)
-
-
 def export_csv(store_path: str | os.PathLike, sweep: str, csv_path: str | os.PathLike) -> Path:
     """Write a sweep's runs as a small CSV (+ ``.json`` with its spec and invocation log).
 
@@ -566,11 +560,13 @@ def export_csv(store_path: str | os.PathLike, sweep: str, csv_path: str | os.Pat
     ``EXPORT_METRICS``, and from each run's trajectory ``TRAJECTORY_METRICS``. Range fields are
     written ``low,high``. ``phase.load_results`` reads it back.
     """
+    import pandas as pd
+
     with RunStore(store_path, create=False) as store:
         df = store.dataframe(sweep)
         log = store.sweep_log(sweep)
-        if not df.empty:
-            traj = pd_records([trajectory_metrics(store.trajectory(k)) for k in df["key"]], index=df.index)
+        traj = pd.DataFrame([trajectory_metrics(store.trajectory(k)) for k in df["key"]], index=df.index,
+                            columns=list(TRAJECTORY_METRICS))
     if df.empty:
         raise ConfigError(f"sweep {sweep!r} has no runs in {store_path}")
     axes = [f for axis in (log[-1]["spec"]["grid"] if log else []) for f in axis_fields(axis)]

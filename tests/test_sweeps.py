@@ -276,7 +276,9 @@ def test_client_killed_with_sigkill_then_rerun_completes_exactly_once(client, tm
     assert len(rows) == total and {k for k, _ in rows} == expected_keys(spec) and {s for _, s in rows} == {"done"}
     from moesim.phase import load_results
 
-    exported = load_results(csv)  # the export holds the same runs
+    exported = load_results(csv)  # the export holds the same runs, and what their trajectories say
+    assert (exported["peak_test_accuracy"] >= exported["test_accuracy"]).all()  # the last snapshot is the end
+    assert (exported["min_loss"] <= exported["final_loss"] + 1e-12).all()
     assert len(exported) == total and set(zip(exported.n_experts, exported.n_clusters, exported.seed)) == {
         (m, k, s) for m in grid["n_experts"] for k in grid["n_clusters"] for s in (0, 1)}
 

@@ -24,6 +24,7 @@ def test_list_names_every_claim(capsys):
     (["--set", "lr_router=-1"], "lr_router"),
     (["--seeds", "x"], "--seeds"),
     (["--device", "cuda:7"], "device"),
+    (["--threads", "0"], "--threads"),
 ])
 def test_bad_input_exits_2_naming_the_parameter(argv, message, capsys, tmp_path):
     assert cli(["verify", "--no-progress", "--out", str(tmp_path), *argv]) == 2

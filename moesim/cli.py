@@ -200,4 +200,7 @@ def cli(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    # run through the imported module so that subcommands raise the same UsageError class
+    from moesim.cli import cli as _cli
+
+    sys.exit(_cli())

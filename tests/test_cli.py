@@ -52,6 +52,8 @@ def test_bad_input_in_a_real_process():
     proc = subprocess.run([sys.executable, "-m", "moesim.cli", "run", "--set", "sigma_p=-1"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "sigma_p" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "moesim.cli", "run", "--seeds", "0"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "--seeds" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_diverging_run_keeps_its_trajectory(tmp_path, capsys):

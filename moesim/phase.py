@@ -31,7 +31,9 @@ PAPER_POINT = (4, 8)
 def load_results(path: str | os.PathLike, sweep: str | None = None):
     """A sweep's runs as a DataFrame, from a run store (``.sqlite``/``.db``) or an exported CSV.
 
-    Range fields become tuples, ``majority_experts`` lists of ints, and ``success`` is added.
+    Range fields become tuples, ``majority_experts`` lists of ints; from a store the
+    ``moesim.sweeps.TRAJECTORY_METRICS`` are computed as ``export_csv`` writes them; ``success``
+    (at the last step) is added.
     """
     import pandas as pd
 
@@ -47,36 +49,53 @@ def load_results(path: str | os.PathLike, sweep: str | None = None):
         if "distinct_majority" in df:
             df["distinct_majority"] = df["distinct_majority"].map(_as_bool)
     else:
-        from .store import load_runs
+        from .store import RunStore
+        from .sweeps import TRAJECTORY_METRICS, trajectory_metrics
 
-        df = load_runs(path, sweep)
+        with RunStore(path, create=False) as store:
+            df = store.dataframe(sweep)
+            traj = pd.DataFrame([trajectory_metrics(store.trajectory(k)) for k in df["key"]], index=df.index,
+                                columns=list(TRAJECTORY_METRICS))
+        df = pd.concat([df, traj], axis=1)
     df["success"] = success(df)
     return df
 
 
 def _as_bool(v) -> bool:
     if isinstance(v, str):
-        return v.strip().lower() == "true"
+        return v.strip().lower() in ("true", "1", "1.0")
     return False if v is None or (isinstance(v, float) and math.isnan(v)) else bool(v)  # NaN: a failed run
 
 
-def success(df, accuracy: float = SUCCESS_ACCURACY):
-    """Per run: done, K clusters on K distinct majority experts, and test accuracy >= ``accuracy``."""
+#: When success is read: after the last step, or at the snapshot with the lowest training loss.
+STOPPINGS = ("final", "early")
+
+
+def success(df, accuracy: float = SUCCESS_ACCURACY, stopping: str = "final"):
+    """Per run: done, K clusters on K distinct majority experts, and test accuracy >= ``accuracy``.
+
+    ``stopping="final"``: after the last step (test dispatch). ``"early"``: at the snapshot with
+    the lowest training loss (``moesim.sweeps.trajectory_metrics``; training dispatch of that step).
+    """
     import pandas as pd
 
-    if "distinct_majority" not in df or "test_accuracy" not in df:  # no finished run at all
+    if stopping not in STOPPINGS:
+        raise ValueError(f"stopping={stopping!r} is not allowed; choose one of: {', '.join(STOPPINGS)}")
+    distinct_col, acc_col = (("distinct_majority", "test_accuracy") if stopping == "final"
+                             else ("early_stop_distinct", "early_stop_test_accuracy"))
+    if distinct_col not in df or acc_col not in df:  # no finished run at all
         return pd.Series(False, index=df.index)
-    distinct = df["distinct_majority"].map(_as_bool).astype(bool)
-    acc = pd.to_numeric(df["test_accuracy"], errors="coerce").fillna(-1.0)
+    distinct = df[distinct_col].map(_as_bool).astype(bool)
+    acc = pd.to_numeric(df[acc_col], errors="coerce").fillna(-1.0)
     return (df["status"] == "done") & distinct & (acc >= accuracy)
 
 
-def rates(df, by: list[str], accuracy: float = SUCCESS_ACCURACY):
+def rates(df, by: list[str], accuracy: float = SUCCESS_ACCURACY, stopping: str = "final"):
     """One row per grid point ``by``: runs, failed runs, success rate (with a 95 % Wilson interval),
     mean test accuracy and mean training dispatch entropy (Eq. 6.1) over its seeds."""
     import pandas as pd
 
-    d = df.assign(_success=success(df, accuracy).astype(float),
+    d = df.assign(_success=success(df, accuracy, stopping).astype(float),
                   _failed=(df["status"] != "done").astype(int),
                   _acc=pd.to_numeric(df["test_accuracy"], errors="coerce"),
                   _ent=pd.to_numeric(df["dispatch_entropy"], errors="coerce"))
@@ -132,7 +151,8 @@ def coupon_collector_experts(K: int, level: float = SUCCESS_LEVEL) -> int:
     return M
 
 
-def experts_threshold(df, level: float = SUCCESS_LEVEL, accuracy: float = SUCCESS_ACCURACY):
+def experts_threshold(df, level: float = SUCCESS_LEVEL, accuracy: float = SUCCESS_ACCURACY,
+                      stopping: str = "final"):
     """Per K: the smallest M whose success rate reaches ``level`` (NaN if none in the grid), the
     lowest rate at the larger M of the grid, and the best rate, beside the theory's scaled
     K ln K ln ln d (d = ``patch_dim``, one value per sweep) and the coupon-collector count."""
@@ -141,7 +161,7 @@ def experts_threshold(df, level: float = SUCCESS_LEVEL, accuracy: float = SUCCES
     d_values = sorted({int(v) for v in df["patch_dim"]}) if "patch_dim" in df else [50]
     if len(d_values) != 1:
         raise ValueError(f"experts_threshold needs one patch_dim, the sweep has {d_values}")
-    r = rates(df, ["n_clusters", "n_experts"], accuracy)
+    r = rates(df, ["n_clusters", "n_experts"], accuracy, stopping)
     rows = []
     for K, grp in r.groupby("n_clusters"):
         grp = grp.sort_values("n_experts")
@@ -178,14 +198,14 @@ def _edges(values, log: bool = False) -> np.ndarray:
 
 
 def plot_experts_needed(df, ax=None, level: float = SUCCESS_LEVEL, accuracy: float = SUCCESS_ACCURACY,
-                        anchor: tuple[int, int] = PAPER_POINT):
+                        anchor: tuple[int, int] = PAPER_POINT, stopping: str = "final"):
     """Success rate over (K, M) (M on a log axis), the theory's c·K ln K ln ln d through ``anchor``
     and, boxed, the smallest M per K whose success rate reaches ``level``."""
     from matplotlib import colors
     from matplotlib.patches import Rectangle
 
     fig, ax = _axes(ax, (6.4, 4.4))
-    r = rates(df, ["n_clusters", "n_experts"], accuracy)
+    r = rates(df, ["n_clusters", "n_experts"], accuracy, stopping)
     Ks, Ms = sorted(int(k) for k in r["n_clusters"].unique()), sorted(int(m) for m in r["n_experts"].unique())
     grid = np.full((len(Ms), len(Ks)), np.nan)
     for row in r.itertuples():
@@ -203,7 +223,7 @@ def plot_experts_needed(df, ax=None, level: float = SUCCESS_LEVEL, accuracy: flo
     kk = kk[kk > 1]
     ax.plot(kk, theory_experts(kk, d, anchor), color="tab:red", lw=2,
             label=f"theory: c·K ln K ln ln d through (K, M) = {anchor}")
-    th = experts_threshold(df, level, accuracy).dropna(subset=["M_measured"])
+    th = experts_threshold(df, level, accuracy, stopping).dropna(subset=["M_measured"])
     for n, row in enumerate(th.itertuples()):
         i, j = Ms.index(int(row.M_measured)), Ks.index(int(row.K))
         ax.add_patch(Rectangle((xe[j], ye[i]), xe[j + 1] - xe[j], ye[i + 1] - ye[i], fill=False, ec="white", lw=2.5,
@@ -251,7 +271,8 @@ def plot_rate_map(df, x: str, y: str, value: str = "success_rate", ax=None, accu
 
 def plot_curves(df, x: str, ax=None, accuracy: float = SUCCESS_ACCURACY, xlabel: str | None = None):
     """Against one grid axis (evenly spaced, labelled with its values): (a) the success rate with
-    95 % Wilson intervals; (b) mean test accuracy and mean training dispatch entropy (Eq. 6.1)."""
+    95 % Wilson intervals, after the last step and (where the trajectory metrics are there) at the
+    lowest training loss; (b) mean test accuracy and mean training dispatch entropy (Eq. 6.1)."""
     import matplotlib.pyplot as plt
 
     if ax is None:
@@ -262,7 +283,13 @@ def plot_curves(df, x: str, ax=None, accuracy: float = SUCCESS_ACCURACY, xlabel:
     pos = np.arange(len(r))
     a0, a1 = ax
     a0.errorbar(pos, r["success_rate"], yerr=[r["success_rate"] - r["rate_low"], r["rate_high"] - r["success_rate"]],
-                fmt="o-", capsize=3)
+                fmt="o-", capsize=3, label="after the last step")
+    if "early_stop_distinct" in df:
+        e = rates(df, [x], accuracy, stopping="early")
+        a0.errorbar(pos + 0.08, e["success_rate"], yerr=[e["success_rate"] - e["rate_low"],
+                    e["rate_high"] - e["success_rate"]], fmt="s--", capsize=3, color="tab:orange",
+                    label="at the lowest training loss")
+        a0.legend(fontsize=8)
     a0.set_ylim(-0.05, 1.05)
     a0.set_ylabel(f"success rate (acc ≥ {accuracy:g} %,\ndistinct experts)")
     a1.plot(pos, r["test_accuracy"], "s-", color="tab:green")

@@ -536,20 +536,35 @@ EXPORT_METRICS = ("test_accuracy", "train_accuracy", "dispatch_entropy", "test_d
 
 
 #: Per-run values read from the stored trajectory by ``export_csv`` (``trajectory_metrics``).
-TRAJECTORY_METRICS = ("min_loss", "peak_test_accuracy", "peak_step")
+TRAJECTORY_METRICS = ("min_loss", "peak_test_accuracy", "peak_step", "early_stop_step",
+                      "early_stop_test_accuracy", "early_stop_distinct")
 
 
 def trajectory_metrics(traj: dict[str, np.ndarray]) -> dict[str, float]:
-    """From a stored trajectory: the lowest training loss of any step, and the best test accuracy
-    of the recorded snapshots with its step (NaN where the run recorded none)."""
+    """What a stored trajectory says beyond the final state.
+
+    ``min_loss``: the lowest training loss of any step. ``peak_test_accuracy``/``peak_step``: the
+    best test accuracy of the snapshots. ``early_stop_*``: the run stopped early on its training
+    loss, i.e. at the snapshot (before the last step) with the lowest training loss: its test
+    accuracy there, and whether the K clusters' majority experts in that step's training dispatch
+    are distinct. NaN where the trajectory lacks the values (a failed run).
+    """
     loss = np.asarray(traj.get("history/loss", []), dtype=float)
     acc = np.asarray(traj.get("snapshots/test_accuracy", []), dtype=float)
-    steps = np.asarray(traj.get("snapshots/step", []))
-    out = {"min_loss": float(np.nanmin(loss)) if np.isfinite(loss).any() else math.nan,
-           "peak_test_accuracy": math.nan, "peak_step": math.nan}
+    steps = np.asarray(traj.get("snapshots/step", []), dtype=int)
+    counts = np.asarray(traj.get("history/dispatch_counts", []))
+    out = dict.fromkeys(TRAJECTORY_METRICS, math.nan)
+    if np.isfinite(loss).any():
+        out["min_loss"] = float(np.nanmin(loss))
     if np.isfinite(acc).any():
         i = int(np.nanargmax(acc))
         out.update(peak_test_accuracy=float(acc[i]), peak_step=float(steps[i]))
+    inside = [j for j, st in enumerate(steps) if st < len(loss) and np.isfinite(loss[st]) and np.isfinite(acc[j])]
+    if inside and counts.ndim == 3:
+        j = min(inside, key=lambda j: loss[steps[j]])
+        majority = counts[steps[j]].argmax(-1)
+        out.update(early_stop_step=float(steps[j]), early_stop_test_accuracy=float(acc[j]),
+                   early_stop_distinct=float(len(set(majority.tolist())) == counts.shape[1]))
     return out
 
 

@@ -35,6 +35,16 @@ def test_success_needs_distinct_experts_high_accuracy_and_a_finished_run():
     assert phase.success(df).tolist() == [True, False, False, False]
 
 
+def test_early_success_is_read_where_the_training_loss_was_lowest():
+    df = pd.DataFrame(dict(status=["done", "done", "done"], distinct_majority=[False, True, True],
+                           test_accuracy=[80.0, 99.5, 99.5], early_stop_distinct=[1.0, 0.0, np.nan],
+                           early_stop_test_accuracy=[99.5, 99.5, np.nan]))
+    assert phase.success(df).tolist() == [False, True, True]
+    assert phase.success(df, stopping="early").tolist() == [True, False, False]
+    with pytest.raises(ValueError, match="stopping"):
+        phase.success(df, stopping="best")
+
+
 def test_theory_curve_passes_through_the_paper_point_and_grows_like_k_log_k():
     assert phase.theory_experts(4, 50) == pytest.approx(8.0)
     assert phase.theory_experts(4, 50, anchor=(4, 16)) == pytest.approx(16.0)

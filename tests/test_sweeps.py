@@ -131,6 +131,26 @@ def test_linked_axes_vary_together(tmp_path):
         SweepSpec(name="x", axes={"n_experts": [2], "n_experts,lr_router": [(4, 0.1)]}).points()
 
 
+def test_trajectory_metrics_stop_at_the_lowest_training_loss():
+    import numpy as np
+
+    from moesim.sweeps import trajectory_metrics
+
+    counts = np.zeros((30, 2, 3), dtype=int)
+    counts[:, 0, 0] = counts[:, 1, 1] = 5  # clusters 0, 1 on experts 0, 1 ...
+    counts[20:, 1, 0] = 9  # ... until step 20, when cluster 1 moves to expert 0
+    loss = np.linspace(1.0, 0.1, 30)
+    loss[25:] = 5.0  # the loss is lowest at step 24, on the snapshot grid at step 20
+    traj = {"history/loss": loss, "history/dispatch_counts": counts, "snapshots/step": np.array([0, 10, 20, 30]),
+            "snapshots/test_accuracy": np.array([50.0, 99.5, 98.0, 70.0])}
+    m = trajectory_metrics(traj)
+    assert m["min_loss"] == pytest.approx(loss[24]) and (m["peak_test_accuracy"], m["peak_step"]) == (99.5, 10)
+    assert (m["early_stop_step"], m["early_stop_test_accuracy"], m["early_stop_distinct"]) == (20, 98.0, 0.0)
+    traj["history/dispatch_counts"] = counts[:, :, :] * 0 + np.eye(2, 3, dtype=int)  # distinct at every step
+    assert trajectory_metrics(traj)["early_stop_distinct"] == 1.0
+    assert all(v != v for v in trajectory_metrics({}).values())  # a failed run without trajectory: NaN
+
+
 def test_a_batch_gives_each_seed_its_separate_run():
     """The task trains its seeds as one program; each seed's numbers equal a run of that seed alone."""
     cfg = moesim.preset("paper-s1-quick", "moe-nonlinear", **TINY)

@@ -161,7 +161,7 @@ def moe_step(cfg: Config, params: Params, x: torch.Tensor, x_sum: torch.Tensor, 
     else:
         onehot = torch.zeros_like(probs).scatter_(2, idx, 1.0)
         dh = (dgate * gate)[..., None] * (onehot - probs)
-    g_theta = (x_sum.T @ dh.transpose(0, 1).reshape(n, S * M)).view(d, S, M).permute(1, 0, 2)
+    g_theta = torch.matmul(dh.transpose(1, 2), x_sum).transpose(1, 2)  # (S, M, n) @ (n, d): the fast GEMM shape
     grads = [gW] + ([gb] if gb is not None else []) + [g_theta]
     return StepOutput(loss_i.mean(1), margin, expert, grads)
 

@@ -138,22 +138,12 @@ def run_chromium(binary: str, url: str, extra: list[str], budget_ms: int, timeou
 
 
 def toc_pages(toc: Path) -> list[str]:
-    import yaml
+    """The documents of ``toc`` in reading order (the same reader as ``moesim book``)."""
+    from moesim.bookrun import toc_files
 
-    data = yaml.safe_load(toc.read_text())
-    out = [data["root"]]
-
-    def walk(entries):
-        for e in entries or []:
-            if "file" in e:
-                out.append(e["file"])
-            walk(e.get("sections"))
-            walk(e.get("chapters"))
-
-    for part in data.get("parts", []):
-        walk(part.get("chapters"))
-    walk(data.get("chapters"))
-    return out
+    if toc.name != "_toc.yml":
+        raise SystemExit(f"--toc must name a _toc.yml file, got {toc}")
+    return toc_files(toc.parent)
 
 
 def crop_screenshot(path: Path) -> None:

@@ -209,11 +209,24 @@ def forward_train(cfg: Config, params: Params, prob: Problem, noise: torch.Tenso
 
 @torch.no_grad()
 def evaluate(cfg: Config, params: Params, x: torch.Tensor, x_sum: torch.Tensor, y: torch.Tensor,
-             noise: torch.Tensor | None, a: torch.Tensor):
+             noise: torch.Tensor | None, a: torch.Tensor, chunk_elements: int = 2**23):
     """Predictions of the trained layer: (correct (S, n) bool, routed expert (S, n)).
 
-    Routing uses the clean logits h, plus ``noise`` when the config evaluates with noise.
+    Routing uses the clean logits h, plus ``noise`` when the config evaluates with noise. Samples
+    are independent, so they are evaluated in chunks whose largest temporary (S x samples x P x
+    max(d, J) values) stays near ``chunk_elements``: memory does not grow with n.
     """
+    S, _, J, d = params.W.shape
+    n, P, _ = x.shape
+    step = max(1, chunk_elements // (S * P * max(d, J)))
+    parts = [_evaluate_chunk(cfg, params, x[i:i + step], x_sum[i:i + step], y[i:i + step],
+                             None if noise is None else noise[:, i:i + step], a) for i in range(0, n, step)]
+    if not parts:
+        return torch.zeros(S, 0, dtype=torch.bool, device=x.device), torch.zeros(S, 0, dtype=torch.long, device=x.device)
+    return torch.cat([c for c, _ in parts], 1), torch.cat([e for _, e in parts], 1)
+
+
+def _evaluate_chunk(cfg: Config, params: Params, x, x_sum, y, noise, a):
     S = params.W.shape[0]
     if cfg.architecture == "single":
         f = expert_outputs_dense(cfg, params, x, a)[:, 0]

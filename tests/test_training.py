@@ -128,3 +128,21 @@ def test_bad_seeds_and_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="device='cuda'"):
             moesim.train(cfg.replace(device="cuda"), [0])
+
+
+@pytest.mark.parametrize("model", ["moe-nonlinear", "single-nonlinear"])
+def test_evaluation_in_chunks_equals_one_pass(model):
+    """``evaluate`` works through the samples in memory-sized chunks (its memory does not grow with
+    n); the predictions and routed experts do not depend on the chunk size."""
+    from moesim.model import second_layer
+    from moesim.training import evaluate, make_problem
+
+    cfg = preset("official-s1-quick", model, n_steps=10, n_steps_single=10, **TINY)
+    res = moesim.train(cfg, [0, 1])
+    prob = make_problem(cfg)
+    a = second_layer(cfg, cfg.filters, torch.float64, "cpu")
+    noise = torch.rand(2, prob.x.shape[0], cfg.experts, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    whole = evaluate(cfg, res.params, prob.x, prob.x_sum, prob.y, noise, a, chunk_elements=2**30)
+    for chunk in (1, 5000):  # one sample per chunk, and a few dozen
+        parts = evaluate(cfg, res.params, prob.x, prob.x_sum, prob.y, noise, a, chunk_elements=chunk)
+        assert torch.equal(parts[0], whole[0]) and torch.equal(parts[1], whole[1])

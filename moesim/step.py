@@ -167,43 +167,52 @@ def moe_step(cfg: Config, params: Params, x: torch.Tensor, x_sum: torch.Tensor, 
 
 
 def single_step(cfg: Config, params: Params, x: torch.Tensor, y: torch.Tensor, a: torch.Tensor,
-                tile_elements: int = 2**18) -> StepOutput:
+                tile_elements: int = 2**19) -> StepOutput:
     """Logistic loss of single CNNs F(x) = sum_j a_j sum_p sigma(<w_j, x^(p)> + b_j) and its gradients.
 
     The loss is a mean of per-sample terms, so the batch is processed in tiles of samples whose
     (samples x P x runs x J) pre-activations fit in cache (``tile_elements``); each tile adds its
     share to the gradients. This is a loop over memory tiles (a handful per step), not over samples.
+    The bias rides in the GEMMs as an extra input coordinate fixed at 1 (so its gradient is the
+    last column of the weight gradient), and for sigma(z) = z^q the factor q of sigma' is folded
+    into the per-sample coefficient: two fewer passes over the (samples x P x runs x J) tile.
     """
     W, b = params.W[:, 0], (params.b[:, 0] if params.b is not None else None)  # (S, J, d), (S, J)
     S, J, d = W.shape
     n, P, _ = x.shape
     if is_linear(cfg):
         return _single_linear_step(cfg, params, x.sum(1), y, a, P)
-    Wt = W.reshape(S * J, d).T.contiguous()  # (d, S*J)
-    gW = torch.zeros(S * J, d, dtype=x.dtype, device=x.device)
-    gb = torch.zeros(S * J, dtype=x.dtype, device=x.device) if b is not None else None
+    Wt = W.reshape(S * J, d) if b is None else torch.cat([W.reshape(S * J, d), b.reshape(S * J, 1)], 1)
+    Wt = Wt.T.contiguous()  # (d [+1], S*J)
+    g = torch.zeros(S * J, Wt.shape[0], dtype=x.dtype, device=x.device)
+    q = 3 if cfg.activation == "cubic" else (cfg.power if cfg.activation == "power" else None)
     margins, losses = [], []
     tile = max(1, tile_elements // (P * S * J))
     for i in range(0, n, tile):
         xt = x[i:i + tile].reshape(-1, d)  # (m*P, d)
+        if b is not None:
+            xt = F.pad(xt, (0, 1), value=1.0)  # (m*P, d+1): the bias coordinate
         m = xt.shape[0] // P
         z = (xt @ Wt).view(m, P, S, J)
-        if b is not None:
-            z += b
-        s, ds = activation_and_derivative(cfg, z)
+        if q is not None:
+            ds = z * z if q == 3 else z ** (q - 1)  # sigma'(z) / q
+            s = ds * z
+            scale = float(q)
+        else:
+            s, ds = activation_and_derivative(cfg, z)
+            scale = 1.0
         del z
         yt = y[i:i + tile]
         margin = yt * (s @ a).sum(1).T  # (S, m)
         del s
         loss_i, dl = loss_and_derivative(cfg, margin, single=True)
-        dz = ds.mul_((dl * yt / n).T[:, None, :, None] * a)  # (m, P, S, J)
-        gW.addmm_(dz.view(m * P, S * J).T, xt)
-        if gb is not None:
-            gb += dz.sum((0, 1)).view(-1)
+        dz = ds.mul_((dl * yt * (scale / n)).T[:, None, :, None] * a)  # (m, P, S, J)
+        g.addmm_(dz.view(m * P, S * J).T, xt)
         margins.append(margin)
         losses.append(loss_i.sum(1))
     margin = torch.cat(margins, 1)
-    grads = [gW.view(S, 1, J, d)] + ([gb.view(S, 1, J)] if gb is not None else []) + [torch.zeros_like(params.theta)]
+    gW = g[:, :d].reshape(S, 1, J, d)
+    grads = [gW] + ([g[:, d].reshape(S, 1, J)] if b is not None else []) + [torch.zeros_like(params.theta)]
     return StepOutput(torch.stack(losses).sum(0) / n, margin, torch.zeros_like(margin, dtype=torch.long), grads)
 
 

@@ -58,16 +58,20 @@ def test_fast_step_equals_dense_reference(semantics, activation):
         torch.testing.assert_close(g, r, rtol=1e-7, atol=1e-9 * r.abs().max().item())
 
 
+@pytest.mark.parametrize("semantics, power", [("official", 2), ("paper", 5)])  # with and without filter bias
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_single_step_equals_autograd(activation):
-    cfg, prob, a, params, _ = _setup("official", architecture="single", activation=activation, power=2)
-    out = single_step(cfg, params, prob.x, prob.y, a)
+def test_single_step_equals_autograd(activation, semantics, power):
+    cfg, prob, a, params, _ = _setup(semantics, architecture="single", activation=activation, power=power)
+    out = single_step(cfg, params, prob.x, prob.y, a, tile_elements=2**12)  # several tiles
     tensors = [t.clone().requires_grad_(True) for t in params.tensors()]
-    f = expert_outputs_dense(cfg, Params(tensors[0], tensors[1], tensors[2]), prob.x, a)[:, 0]
+    n_grads = 2 if params.b is not None else 1
+    f = expert_outputs_dense(cfg, Params(tensors[0], tensors[1] if n_grads == 2 else None, tensors[-1]),
+                             prob.x, a)[:, 0]
     ref = torch.nn.functional.softplus(-prob.y * f).mean(1)
-    grads = torch.autograd.grad(ref.sum(), tensors[:2])
+    grads = torch.autograd.grad(ref.sum(), tensors[:n_grads])
     torch.testing.assert_close(out.loss, ref, rtol=1e-12, atol=1e-12)
-    for g, r in zip(out.grads[:2], grads):
+    assert len(out.grads) == n_grads + 1
+    for g, r in zip(out.grads[:n_grads], grads):
         torch.testing.assert_close(g, r, rtol=1e-7, atol=1e-9 * r.abs().max().item())
 
 

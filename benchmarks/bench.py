@@ -101,6 +101,17 @@ def run_in_subprocess(spec: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def fastest(spec: dict, repeats: int) -> dict:
+    """Measure ``spec`` in ``repeats`` fresh processes and keep the fastest (this machine's speed
+    drifts between processes); ``step_ms_all`` lists every measurement when there are several."""
+    runs = [run_in_subprocess(spec) for _ in range(repeats)]
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return runs[0]
+    best = min(ok, key=lambda r: r["step_ms"])
+    return {**best, "step_ms_all": sorted(r["step_ms"] for r in ok)} if len(ok) > 1 else best
+
+
 def routed_flops(n: int, M: int, S: int, P: int = 4, d: int = 50, J: int = 16) -> float:
     """FLOPs of one nonlinear MoE step's routed work: expert forward and weight-gradient GEMMs
     (each sample through its one expert), router forward and gradient GEMMs."""
@@ -131,12 +142,7 @@ def main() -> int:
         ap.error(f"--repeats and --steps must be at least 1, got {args.repeats} and {args.steps}")
 
     def add(group, label, spec, repeats=1):
-        """Measure in ``repeats`` fresh processes; keep the fastest (the machine's speed drifts)."""
-        runs = [run_in_subprocess({**common, **spec}) for _ in range(repeats)]
-        ok = [r for r in runs if "error" not in r]
-        res = min(ok, key=lambda r: r["step_ms"]) if ok else runs[0]
-        if len(ok) > 1:
-            res = {**res, "step_ms_all": sorted(r["step_ms"] for r in ok)}
+        res = fastest({**common, **spec}, repeats)
         rows.append(dict(group=group, label=label, spec=spec, **res))
         print(f"{group:10s} {label:40s} {json.dumps(res)}", file=sys.stderr, flush=True)
         return res
@@ -144,8 +150,7 @@ def main() -> int:
     mm = run_in_subprocess(dict(kind="matmul", n=4096, threads=th))
     gflops = mm["gflops"]
     print(f"fp32 matmul 4096^3: {gflops:.1f} GFLOP/s", file=sys.stderr)
-    official = min((run_in_subprocess(dict(kind="official", n=16000, M=8, threads=1, warmup=1, steps=3))
-                    for _ in range(args.repeats)), key=lambda r: r.get("step_ms", float("inf")))
+    official = fastest(dict(kind="official", n=16000, M=8, threads=1, warmup=1, steps=3), args.repeats)
     for model in ("moe-nonlinear", "moe-linear", "single-nonlinear", "single-linear"):
         for S in (1, 10):
             add("models", f"{model} S={S}", dict(kind="moesim", model=model, n=16000, M=8, S=S), args.repeats)

@@ -30,27 +30,27 @@ class StepOutput:
     grads: list[torch.Tensor]  # gradients, in the order of Params.tensors()
 
 
-def activation_and_derivative(cfg: Config, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """sigma(z) and sigma'(z) of the expert activation."""
+def activation_and_derivative(cfg: Config, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """sigma(z), and sigma'(z) as ``ds * scale``: for sigma(z) = z^q, ``ds = z^(q-1)`` and
+    ``scale = q`` (a caller can fold q into a smaller factor); otherwise ``scale = 1``."""
     name = cfg.activation
     q = 3 if name == "cubic" else (cfg.power if name == "power" else None)
     if name == "linear" or q == 1:
-        return z, torch.ones_like(z)
+        return z, torch.ones_like(z), 1.0
     if q is not None:
         zq1 = z * z if q == 3 else z ** (q - 1)
-        s = zq1 * z
-        return s, zq1.mul_(q)
+        return zq1 * z, zq1, float(q)
     if name == "relu":
-        return torch.relu(z), (z > 0).to(z.dtype)
+        return torch.relu(z), (z > 0).to(z.dtype), 1.0
     if name == "tanh":
         t = torch.tanh(z)
-        return t, 1 - t * t
+        return t, 1 - t * t, 1.0
     if name == "gelu":
         cdf = 0.5 * (1 + torch.erf(z * 0.5**0.5))
         pdf = torch.exp(-0.5 * z * z) * (2 * torch.pi) ** -0.5
-        return z * cdf, cdf + z * pdf
+        return z * cdf, cdf + z * pdf, 1.0
     if name == "celu":
-        return F.celu(z), torch.where(z > 0, torch.ones_like(z), torch.exp(torch.clamp(z, max=0)))
+        return F.celu(z), torch.where(z > 0, torch.ones_like(z), torch.exp(torch.clamp(z, max=0))), 1.0
     raise ValueError(f"activation={name!r} has no derivative here")
 
 
@@ -96,7 +96,9 @@ def _routed_experts(cfg: Config, W, b, a, x, y, gate, lay, buffer: RoutedBuffer 
         z = torch.bmm(rows, Wg[b0:b1].transpose(1, 2))
         if bg is not None:
             z += bg[b0:b1, None, :]
-        s, ds = activation_and_derivative(cfg, z)
+        s, ds, scale = activation_and_derivative(cfg, z)
+        if scale != 1.0:
+            ds.mul_(scale)
         del z
         f_t = (s @ a).view(r1 - r0, P).sum(1)
         del s
@@ -185,7 +187,6 @@ def single_step(cfg: Config, params: Params, x: torch.Tensor, y: torch.Tensor, a
     Wt = W.reshape(S * J, d) if b is None else torch.cat([W.reshape(S * J, d), b.reshape(S * J, 1)], 1)
     Wt = Wt.T.contiguous()  # (d [+1], S*J)
     g = torch.zeros(S * J, Wt.shape[0], dtype=x.dtype, device=x.device)
-    q = 3 if cfg.activation == "cubic" else (cfg.power if cfg.activation == "power" else None)
     margins, losses = [], []
     tile = max(1, tile_elements // (P * S * J))
     for i in range(0, n, tile):
@@ -194,13 +195,7 @@ def single_step(cfg: Config, params: Params, x: torch.Tensor, y: torch.Tensor, a
             xt = F.pad(xt, (0, 1), value=1.0)  # (m*P, d+1): the bias coordinate
         m = xt.shape[0] // P
         z = (xt @ Wt).view(m, P, S, J)
-        if q is not None:
-            ds = z * z if q == 3 else z ** (q - 1)  # sigma'(z) / q
-            s = ds * z
-            scale = float(q)
-        else:
-            s, ds = activation_and_derivative(cfg, z)
-            scale = 1.0
+        s, ds, scale = activation_and_derivative(cfg, z)  # sigma' = scale * ds; scale goes into the coefficient
         del z
         yt = y[i:i + tile]
         margin = yt * (s @ a).sum(1).T  # (S, m)

@@ -79,9 +79,11 @@ def measure(spec: dict) -> dict:
         sync()
         stamps.append(time.perf_counter())
 
-    moesim.train(cfg, list(range(spec["S"])), problem=problem, progress=tick, keep_params=False)
+    res = moesim.train(cfg, list(range(spec["S"])), problem=problem, progress=tick, keep_params=False,
+                       engine=spec.get("engine", "auto"))
     steps = [b - a for a, b in zip(stamps[spec["warmup"]:], stamps[spec["warmup"] + 1:])]
-    out = dict(step_ms=1000 * statistics.median(steps), peak_rss_mb=_peak_rss_mb(), base_rss_mb=base_rss)
+    out = dict(step_ms=1000 * statistics.median(steps), peak_rss_mb=_peak_rss_mb(), base_rss_mb=base_rss,
+               engine=res.info["engine"])
     if cfg.device.startswith("cuda"):
         out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return out

@@ -81,10 +81,13 @@ def config_from_args(args: argparse.Namespace, model: str | None = None):
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
+    from .config import ENGINES
+
     add_config_arguments(p)
     p.add_argument("--seeds", default="10", help="number of seeds (10), a list (0,3,5) or a range (0-9)")
     p.add_argument("--out", default=None, help="output folder (default runs/<preset>-<model>-<time>)")
-    p.add_argument("--engine", default="fast", choices=("fast", "autograd"))
+    p.add_argument("--engine", default="auto", choices=ENGINES,
+                   help="how gradients are computed: fused C kernel, eager torch, autograd (default: auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -25,6 +25,9 @@ ROUTER_NOISES = ("fresh", "fixed", "none")
 SINGLE_OPTIMIZERS = ("normalized_gd", "gd", "adam")
 DATA_RNGS = ("torch", "official")
 DTYPES = ("float32", "float64")
+#: How training computes a step's gradients (``moesim.train(engine=...)``): the fused C kernel,
+#: torch operations with hand-written gradients, autograd, or the fastest that can run.
+ENGINES = ("auto", "fused", "eager", "autograd")
 
 
 class ConfigError(ValueError):

@@ -169,7 +169,7 @@ def moe_step(cfg: Config, params: Params, x: torch.Tensor, x_sum: torch.Tensor, 
 
 
 def single_step(cfg: Config, params: Params, x: torch.Tensor, y: torch.Tensor, a: torch.Tensor,
-                tile_elements: int = 2**19) -> StepOutput:
+                buffer: RoutedBuffer | None = None, tile_elements: int = 2**19) -> StepOutput:
     """Logistic loss of single CNNs F(x) = sum_j a_j sum_p sigma(<w_j, x^(p)> + b_j) and its gradients.
 
     The loss is a mean of per-sample terms, so the batch is processed in tiles of samples whose
@@ -178,6 +178,7 @@ def single_step(cfg: Config, params: Params, x: torch.Tensor, y: torch.Tensor, a
     The bias rides in the GEMMs as an extra input coordinate fixed at 1 (so its gradient is the
     last column of the weight gradient), and for sigma(z) = z^q the factor q of sigma' is folded
     into the per-sample coefficient: two fewer passes over the (samples x P x runs x J) tile.
+    ``buffer`` is not used (accepted so that both engines' steps share one signature).
     """
     W, b = params.W[:, 0], (params.b[:, 0] if params.b is not None else None)  # (S, J, d), (S, J)
     S, J, d = W.shape

@@ -19,8 +19,9 @@ import torch
 
 from . import data as data_mod
 from . import metrics
+from . import fused
 from . import step as step_mod
-from .config import Config, default_lr_single
+from .config import ENGINES, Config, default_lr_single
 from .model import (
     Params, RoutedBuffer, expert_outputs_dense, expert_outputs_routed, gate_values, generator, init_params,
     load_balancing_loss, loss_from_margin, router_logits, second_layer,
@@ -102,12 +103,18 @@ def check_device(device: str) -> None:
 
 
 class _Noise:
-    """Router noise r of each run: fresh U[0,1] each step, one fixed draw, or a 1e-5 tie-break."""
+    """Router noise r of each run: fresh U[0,1] each step, one fixed draw, or a 1e-5 tie-break.
 
-    def __init__(self, cfg: Config, seeds: list[int], n: int, M: int, device, dtype, stream: str):
+    With ``reuse``, fresh draws are written into one buffer (the same numbers as new tensors,
+    without a fresh allocation's page faults each step): a draw is valid until the next one.
+    """
+
+    def __init__(self, cfg: Config, seeds: list[int], n: int, M: int, device, dtype, stream: str,
+                 reuse: bool = False):
         self.cfg, self.n, self.M, self.dtype = cfg, n, M, dtype
         self.gens = [generator(s, stream, device) for s in seeds]
         self.device = device
+        self.buffer = torch.empty(len(seeds), n, M, device=device, dtype=dtype) if reuse else None
         self.fixed = None
         if cfg.router_noise == "fixed":
             self.fixed = self._uniform() * cfg.noise_scale
@@ -122,7 +129,11 @@ class _Noise:
     def draw(self) -> torch.Tensor:
         if self.fixed is not None:
             return self.fixed
-        return self._uniform() * self.cfg.noise_scale
+        if self.buffer is None:
+            return self._uniform() * self.cfg.noise_scale
+        for row, g in zip(self.buffer, self.gens):
+            row.uniform_(generator=g)  # what torch.rand(n, M, generator=g) draws
+        return self.buffer.mul_(self.cfg.noise_scale) if self.cfg.noise_scale != 1 else self.buffer
 
 
 def _normalized(g: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
@@ -180,6 +191,22 @@ def _stop_rule(cfg: Config, step: int, loss: torch.Tensor, best: torch.Tensor) -
         improved = loss < best
         stop = ~improved & (loss > best + EARLY_STOP_TOLERANCE) & (step > SINGLE_STOP_AFTER)
     return stop, torch.where(improved, loss, best)
+
+
+def _choose_engine(cfg: Config, engine: str, x: torch.Tensor) -> str:
+    """The engine that runs: ``auto`` resolved, and ``fused``/``eager`` checked against ``cfg``."""
+    if cfg.load_balancing > 0:
+        if engine in ("fused", "eager"):
+            raise ValueError(f"engine={engine!r} cannot train load_balancing={cfg.load_balancing} > 0; "
+                             "use engine='autograd' or 'auto'")
+        return "autograd"
+    if engine == "auto":
+        return "fused" if fused.available(cfg, x) is None else "eager"
+    if engine == "fused":
+        reason = fused.available(cfg, x)
+        if reason is not None:
+            raise ValueError(f"engine='fused' cannot run here: {reason}; use engine='eager' or 'auto'")
+    return engine
 
 
 def make_problem(cfg: Config, data=None) -> Problem:
@@ -254,7 +281,7 @@ def expert_cluster_accuracy(cfg: Config, params: Params, x: torch.Tensor, y: tor
 
 def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Problem | None = None,
           progress: Callable[[int, int], None] | None = None, keep_params: bool = True,
-          engine: str = "fast") -> RunResult:
+          engine: str = "auto") -> RunResult:
     """Train ``len(seeds)`` independent runs of ``cfg`` as one batched program.
 
     Args:
@@ -264,9 +291,13 @@ def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Proble
         problem: the data already on the device (overrides ``data``).
         progress: called as ``progress(step, total)`` after each step.
         keep_params: return the final parameters in ``result.params``.
-        engine: ``"fast"`` (hand-written gradients, ``moesim.step``) or ``"autograd"`` (the
-            reference: autograd through ``forward_train``). The load-balancing loss always uses
-            autograd.
+        engine: how a step's gradients are computed. ``"fused"``: the fused C kernel of
+            ``moesim.fused`` (CPU, float32, power activations; an error where it cannot run);
+            ``"eager"``: hand-written gradients in torch operations (``moesim.step``), any device;
+            ``"autograd"``: the reference, autograd through ``forward_train``; ``"auto"``
+            (default): ``"fused"`` where it can run, else ``"eager"``. All compute the same
+            numbers up to float rounding (tested); ``result.engine`` says which one ran. The
+            load-balancing loss always uses autograd.
 
     Raises:
         DivergenceError: the loss became NaN or inf; ``err.result`` keeps the steps before it.
@@ -276,8 +307,8 @@ def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Proble
     seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     if not seeds:
         raise ValueError("seeds is empty; give at least one seed")
-    if engine not in ("fast", "autograd"):
-        raise ValueError(f"engine={engine!r} is not allowed; choose 'fast' or 'autograd'")
+    if engine not in ENGINES:
+        raise ValueError(f"engine={engine!r} is not allowed; choose one of {', '.join(ENGINES)}")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds {seeds} contain duplicates")
     t0 = time.perf_counter()
@@ -290,10 +321,11 @@ def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Proble
     params = init_params(cfg, seeds, device=dev, dtype=dt)
     tensors = params.tensors()
     is_moe = cfg.architecture == "moe"
-    use_fast = engine == "fast" and cfg.load_balancing == 0
+    engine = _choose_engine(cfg, engine, prob.x)
+    use_fast = engine in ("fused", "eager")
     for t in tensors:
         t.requires_grad_(not use_fast)
-    noise = _Noise(cfg, seeds, n, M, dev, dt, "router-noise") if is_moe else None
+    noise = _Noise(cfg, seeds, n, M, dev, dt, "router-noise", reuse=True) if is_moe else None
     eval_noise = None
     if is_moe and cfg.test_noise:
         # the entropy notebooks add their one fixed noise matrix to the test rows too (row by row)
@@ -312,7 +344,7 @@ def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Proble
     first_bad = torch.full((S,), T, dtype=torch.long, device=dev)  # first non-finite loss
     best = torch.full((S,), float("inf"), device=dev, dtype=dt)
     snaps: list[dict[str, torch.Tensor]] = []
-    buffer = RoutedBuffer()
+    buffer = fused.Workspace() if engine == "fused" else RoutedBuffer()  # reused from step to step
 
     def snapshot(step: int) -> None:
         p = params.detach()
@@ -337,7 +369,7 @@ def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Proble
         hist["load"] = hist["dispatch_counts"].sum(2)
         hist["train_accuracy"] = 100 * hist["train_accuracy"]
         sn = {k: torch.stack([s[k] for s in snaps]).cpu().numpy() for k in snaps[0]} if snaps else {}
-        return RunResult(cfg, seeds, hist, sn, {}, wall_time=time.perf_counter() - t0)
+        return RunResult(cfg, seeds, hist, sn, {}, wall_time=time.perf_counter() - t0, info=dict(engine=engine))
 
     def check_finite() -> None:
         if bool((first_bad < T).any()):
@@ -349,8 +381,9 @@ def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Proble
     for step in range(T):
         r = noise.draw() if noise is not None else None
         if use_fast:
-            out = (step_mod.moe_step(cfg, params, prob.x, prob.x_sum, prob.y, r, a, buffer) if is_moe
-                   else step_mod.single_step(cfg, params, prob.x, prob.y, a))
+            kernels = fused if engine == "fused" else step_mod
+            out = (kernels.moe_step(cfg, params, prob.x, prob.x_sum, prob.y, r, a, buffer) if is_moe
+                   else kernels.single_step(cfg, params, prob.x, prob.y, a, buffer))
             loss, margin, expert, grads = out.loss, out.margin, out.expert, out.grads
         else:
             loss, margin, expert = forward_train(cfg, params, prob, r, a, buffer)

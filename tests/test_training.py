@@ -45,7 +45,7 @@ def test_same_seed_same_result_bitwise():
 def test_fast_engine_equals_autograd_engine(name):
     """The hand-written step and autograd through the routed forward pass train identically."""
     cfg = preset(name, "moe-nonlinear", n_steps=25, **TINY)
-    fast, ref = moesim.train(cfg, [0, 1], engine="fast"), moesim.train(cfg, [0, 1], engine="autograd")
+    fast, ref = moesim.train(cfg, [0, 1], engine="eager"), moesim.train(cfg, [0, 1], engine="autograd")
     np.testing.assert_allclose(fast.history["loss"], ref.history["loss"], rtol=1e-10)
     torch.testing.assert_close(fast.params.W, ref.params.W, rtol=1e-9, atol=1e-14)
 

@@ -1,0 +1,231 @@
+"""The fused CPU step: Algorithm 1's loss and gradients in one pass over the samples, in C.
+
+``moesim.step`` computes a step with torch operations: sort the samples by routed expert, gather
+them, batched matmuls, a dozen elementwise passes. On a CPU each of those passes goes through
+memory. ``fused_step.c`` (next to this file) does the same arithmetic per sample instead: router
+logits, noisy top-1 routing, gate, the routed expert's output, loss derivative and the sample's
+gradient contributions, while the sample is in cache. It is compiled once per machine with the
+system C compiler (``cc``) into a cache folder and loaded with ``ctypes``; where that is not
+possible, or for a configuration it does not cover, training uses ``moesim.step`` (the eager
+reference), which it is tested equal to.
+
+Covered: CPU, float32, activation ``cubic`` or ``power`` (q >= 2), with or without bias, every
+gate and loss, single models (no router, logistic loss). Gradients are summed per chunk of
+samples whose boundaries depend on n only, so a result does not depend on the thread count.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import subprocess
+import tempfile
+import weakref
+from pathlib import Path
+
+import torch
+
+from .config import Config, GATES, LOSSES
+from .model import Params, is_linear
+from .step import StepOutput
+
+SOURCE = Path(__file__).with_name("fused_step.c")
+CFLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-pthread", "-fno-math-errno", "-ffp-contract=fast", "-std=gnu11"]
+#: Gradient partial sums per step: chunks of samples (boundaries depend on n only).
+N_CHUNKS = 16
+MAX_EXPERTS = 64  # as in fused_step.c
+_VEC = 16  # filters are padded to a multiple of this (the kernel's register block)
+
+_lib: ctypes.CDLL | None = None
+_lib_error: str | None = None
+
+
+class FusedUnavailable(RuntimeError):
+    """The fused kernel cannot run here or for this configuration; the message says why."""
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels live: ``$MOESIM_CACHE`` or ``~/.cache/moesim``."""
+    root = os.environ.get("MOESIM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "moesim")
+    return Path(root) / "kernels"
+
+
+def _compiler() -> str:
+    return os.environ.get("CC", "cc")
+
+
+def _build() -> Path:
+    cc = _compiler()
+    try:
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise FusedUnavailable(f"no C compiler: running {cc!r} failed ({e})") from None
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(source + " ".join([cc, version, platform.machine(), *CFLAGS]).encode()).hexdigest()[:16]
+    target = cache_dir() / f"fused_step-{key}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        out = Path(tmp) / target.name
+        proc = subprocess.run([cc, *CFLAGS, str(SOURCE), "-o", str(out), "-lm"], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise FusedUnavailable(f"compiling {SOURCE.name} with {cc} failed:\n{proc.stderr.strip()}")
+        os.replace(out, target)  # atomic: concurrent processes (sweep workers) each see a whole file
+    return target
+
+
+def library() -> ctypes.CDLL:
+    """The compiled kernel (built on first use); raises ``FusedUnavailable`` with the reason."""
+    global _lib, _lib_error
+    if _lib is not None:
+        return _lib
+    if _lib_error is not None:
+        raise FusedUnavailable(_lib_error)
+    try:
+        lib = ctypes.CDLL(str(_build()))
+    except (FusedUnavailable, OSError) as e:
+        _lib_error = str(e)
+        raise FusedUnavailable(_lib_error) from None
+    fn = lib.moesim_fused_step
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_void_p] * 17 + [ctypes.c_int64] * 13
+    _lib = lib
+    return lib
+
+
+def unsupported(cfg: Config, x: torch.Tensor) -> str | None:
+    """Why the fused kernel does not cover ``cfg`` on ``x`` (None: it does)."""
+    if x.device.type != "cpu":
+        return f"device {x.device} (the fused kernel is CPU only)"
+    if x.dtype != torch.float32:
+        return f"dtype {x.dtype} (the fused kernel is float32 only)"
+    if is_linear(cfg):
+        return "a linear activation (it has its own one-GEMM path)"
+    if cfg.activation not in ("cubic", "power"):
+        return f"activation={cfg.activation!r} (covered: cubic, power)"
+    if cfg.load_balancing > 0:
+        return "load_balancing > 0 (uses autograd)"
+    if cfg.experts > MAX_EXPERTS:
+        return f"n_experts={cfg.experts} (the fused kernel takes at most {MAX_EXPERTS})"
+    return None
+
+
+def available(cfg: Config, x: torch.Tensor) -> str | None:
+    """None when the fused kernel can run ``cfg`` here, else the reason it cannot."""
+    reason = unsupported(cfg, x)
+    if reason is not None:
+        return reason
+    try:
+        library()
+    except FusedUnavailable as e:
+        return str(e)
+    return None
+
+
+_patch_minor: tuple = (None, None, None)  # (weakref to x, x's version, x as (n, d, P))
+
+
+def patch_minor(x: torch.Tensor) -> torch.Tensor:
+    """x (n, P, d) as (n, d, P), the kernel's layout; the copy of the last x is kept (training
+    passes the same x every step)."""
+    global _patch_minor
+    ref, version, xt = _patch_minor
+    if ref is not None and ref() is x and version == x._version:
+        return xt
+    xt = x.transpose(1, 2).contiguous()
+    _patch_minor = (weakref.ref(x), x._version, xt)
+    return xt
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _padded_filters(W: torch.Tensor, b: torch.Tensor | None, a: torch.Tensor):
+    """(S, M, J, d) filters as (S, M, d, Jp), biases as (S, M, Jp), a as (Jp,): zero filters pad J."""
+    S, M, J, d = W.shape
+    Jp = -(-J // _VEC) * _VEC
+    w = W.new_zeros(S, M, d, Jp)
+    w[..., :J] = W.transpose(2, 3)
+    bp = None
+    if b is not None:
+        bp = W.new_zeros(S, M, Jp)
+        bp[..., :J] = b
+    ap = a.new_zeros(Jp)
+    ap[:J] = a
+    return w, bp, ap, Jp
+
+
+class Workspace:
+    """Buffers reused from step to step for the kernel's per-chunk gradient sums (fresh large
+    buffers cost page faults every step). Only internal buffers live here: what a step returns is
+    always newly allocated."""
+
+    def __init__(self):
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, shape: tuple, like: torch.Tensor) -> torch.Tensor:
+        t = self.buffers.get(name)
+        if t is None or t.shape != shape or t.dtype != like.dtype:
+            t = self.buffers[name] = like.new_empty(shape)
+        return t
+
+
+def _run(cfg: Config, params: Params, x, x_sum, y, noise, a, router: bool, work: Workspace | None) -> StepOutput:
+    reason = unsupported(cfg, x)
+    if reason is not None:
+        raise FusedUnavailable(f"the fused step does not cover {reason}")
+    lib = library()
+    W, b, theta = params.W.detach(), params.b, params.theta.detach()
+    b = b.detach() if b is not None else None
+    S, M, J, d = W.shape
+    n, P, _ = x.shape
+    w, bp, ap, Jp = _padded_filters(W, b, a)
+    C = max(1, min(N_CHUNKS, n))
+    margin = x.new_empty(S, n)
+    loss = x.new_empty(S, n)
+    expert = torch.empty(S, n, dtype=torch.long)
+    work = work if isinstance(work, Workspace) else Workspace()
+    gw = work.get("gw", (C, S, M, d, Jp), x)
+    gb = work.get("gb", (C, S, M, Jp), x) if b is not None else None
+    Mp = -(-M // 8) * 8
+    gth = work.get("gth", (C, S, d, Mp), x) if router else None
+    gw_out = x.new_empty(S, M, d, Jp)
+    gb_out = x.new_empty(S, M, Jp) if b is not None else None
+    gth_out = x.new_empty(S, d, Mp) if router else None
+    xt, x_sum, y = patch_minor(x), x_sum.contiguous(), y.contiguous()
+    noise = noise.contiguous() if router else None
+    theta_p = theta.new_zeros(S, d, Mp)
+    theta_p[..., :M] = theta
+    q = 3 if cfg.activation == "cubic" else cfg.power
+    status = lib.moesim_fused_step(
+        _ptr(xt), _ptr(x_sum), _ptr(y), _ptr(noise), _ptr(theta_p), _ptr(w), _ptr(bp), _ptr(ap),
+        _ptr(margin), _ptr(loss), _ptr(expert), _ptr(gw), _ptr(gb), _ptr(gth), _ptr(gw_out), _ptr(gb_out), _ptr(gth_out),
+        n, P, d, Jp, M, Mp, S, C, q, GATES.index(cfg.gate) if router else 0,
+        LOSSES.index(cfg.loss) if router else 0, int(router), torch.get_num_threads())
+    if status != 0:
+        raise MemoryError("the fused step could not allocate its per-thread scratch memory")
+    grads = [gw_out[..., :J].transpose(2, 3).contiguous()]
+    if b is not None:
+        grads.append(gb_out[..., :J].contiguous())
+    grads.append(gth_out[..., :M].contiguous() if router else torch.zeros_like(theta))
+    return StepOutput(loss.mean(1), margin, expert, grads)
+
+
+def moe_step(cfg: Config, params: Params, x: torch.Tensor, x_sum: torch.Tensor, y: torch.Tensor,
+             noise: torch.Tensor, a: torch.Tensor, buffer: Workspace | None = None) -> StepOutput:
+    """``moesim.step.moe_step`` (Algorithm 1's loss and gradients, S runs) by the fused kernel.
+
+    Args:
+        buffer: a ``Workspace`` to reuse from step to step (anything else: a fresh one).
+    """
+    return _run(cfg, params, x, x_sum, y, noise, a, router=True, work=buffer)
+
+
+def single_step(cfg: Config, params: Params, x: torch.Tensor, y: torch.Tensor, a: torch.Tensor,
+                buffer: Workspace | None = None) -> StepOutput:
+    """``moesim.step.single_step`` (single CNNs, logistic loss) by the fused kernel."""
+    return _run(cfg, params, x, x, y, None, a, router=False, work=buffer)

@@ -156,6 +156,9 @@ def main() -> int:
     for model in ("moe-nonlinear", "moe-linear", "single-nonlinear", "single-linear"):
         for S in (1, 10):
             add("models", f"{model} S={S}", dict(kind="moesim", model=model, n=16000, M=8, S=S), args.repeats)
+    if dev == "cpu":  # the eager torch step (the reference, and the engine on GPUs), for comparison
+        for model, S in (("moe-nonlinear", 1), ("moe-nonlinear", 10), ("single-nonlinear", 10)):
+            add("eager", f"{model} S={S}", dict(kind="moesim", model=model, n=16000, M=8, S=S, engine="eager"))
     if not args.quick:
         for n in (4000, 16000, 64000, 256000):
             for S in (1, 10):
@@ -193,12 +196,12 @@ def main() -> int:
 def render(s: dict, rows: list[dict]) -> str:
     def fmt(r):
         if "error" in r:
-            return f"| {r['group']} | {r['label']} | error: {r['error']} | | |"
+            return f"| {r['group']} | {r['label']} | | error: {r['error']} | | |"
         per_seed = r["step_ms"] / r["spec"].get("S", 1)
         spread = (f" ({r['step_ms_all'][0]:.1f}-{r['step_ms_all'][-1]:.1f} over {len(r['step_ms_all'])} processes)"
                   if "step_ms_all" in r else "")
-        return (f"| {r['group']} | {r['label']} | {r['step_ms']:.1f}{spread} | {per_seed:.1f} | "
-                f"{r['peak_rss_mb']:.0f} |")
+        return (f"| {r['group']} | {r['label']} | {r.get('engine', '')} | {r['step_ms']:.1f}{spread} | "
+                f"{per_seed:.1f} | {r['peak_rss_mb']:.0f} |")
 
     target = lambda ok: "met" if ok else "**not met**"  # noqa: E731
     lines = [
@@ -220,8 +223,8 @@ def render(s: dict, rows: list[dict]) -> str:
         f"| peak memory at setting-1 size ≤ 1 GB | {s['peak_rss_mb_s1']:.0f} MB (whole process) | "
         f"{target(s['peak_rss_mb_s1'] <= 1024)} |",
         "",
-        "| group | configuration | ms / step | ms / step / seed | peak RSS (MB) |",
-        "|---|---|---|---|---|",
+        "| group | configuration | engine | ms / step | ms / step / seed | peak RSS (MB) |",
+        "|---|---|---|---|---|---|",
     ]
     lines += [fmt(r) for r in rows]
     return "\n".join(lines)

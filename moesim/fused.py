@@ -92,6 +92,9 @@ def library() -> ctypes.CDLL:
     fn = lib.moesim_fused_step
     fn.restype = ctypes.c_int
     fn.argtypes = [ctypes.c_void_p] * 17 + [ctypes.c_int64] * 13
+    fn = lib.moesim_fused_forward
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_void_p] * 10 + [ctypes.c_int64] * 12
     _lib = lib
     return lib
 
@@ -125,18 +128,21 @@ def available(cfg: Config, x: torch.Tensor) -> str | None:
     return None
 
 
-_patch_minor: tuple = (None, None, None)  # (weakref to x, x's version, x as (n, d, P))
+_patch_minor: dict[int, tuple] = {}  # id(x) -> (weakref to x, x's version, x as (n, d, P))
 
 
 def patch_minor(x: torch.Tensor) -> torch.Tensor:
-    """x (n, P, d) as (n, d, P), the kernel's layout; the copy of the last x is kept (training
-    passes the same x every step)."""
-    global _patch_minor
-    ref, version, xt = _patch_minor
-    if ref is not None and ref() is x and version == x._version:
-        return xt
+    """x (n, P, d) as (n, d, P), the kernel's layout. The copies of the last few x are kept
+    (training passes the same training and test x again and again)."""
+    hit = _patch_minor.get(id(x))
+    if hit is not None and hit[0]() is x and hit[1] == x._version:
+        return hit[2]
+    for key in [k for k, v in _patch_minor.items() if v[0]() is None]:  # dead tensors
+        del _patch_minor[key]
+    if len(_patch_minor) >= 4:
+        del _patch_minor[next(iter(_patch_minor))]
     xt = x.transpose(1, 2).contiguous()
-    _patch_minor = (weakref.ref(x), x._version, xt)
+    _patch_minor[id(x)] = (weakref.ref(x), x._version, xt)
     return xt
 
 
@@ -213,6 +219,47 @@ def _run(cfg: Config, params: Params, x, x_sum, y, noise, a, router: bool, work:
         grads.append(gb_out[..., :J].contiguous())
     grads.append(gth_out[..., :M].contiguous() if router else torch.zeros_like(theta))
     return StepOutput(loss.mean(1), margin, expert, grads)
+
+
+def _forward(cfg: Config, params: Params, x, x_sum, noise, a, router: bool, dense: bool):
+    reason = unsupported(cfg, x)
+    if reason is not None:
+        raise FusedUnavailable(f"the fused forward pass does not cover {reason}")
+    lib = library()
+    W, b, theta = params.W.detach(), params.b, params.theta.detach()
+    b = b.detach() if b is not None else None
+    S, M, J, d = W.shape
+    n, P, _ = x.shape
+    w, bp, ap, Jp = _padded_filters(W, b, a)
+    Mp = -(-M // 8) * 8
+    theta_p = theta.new_zeros(S, d, Mp)
+    theta_p[..., :M] = theta
+    f = x.new_empty(S, M, n) if dense else x.new_empty(S, n)
+    gate = None if dense else x.new_empty(S, n)
+    expert = None if dense else torch.empty(S, n, dtype=torch.long)
+    xt, x_sum = patch_minor(x), x_sum.contiguous()
+    noise = None if noise is None else noise.contiguous()
+    q = 3 if cfg.activation == "cubic" else cfg.power
+    status = lib.moesim_fused_forward(
+        _ptr(xt), _ptr(x_sum), _ptr(noise), _ptr(theta_p), _ptr(w), _ptr(bp), _ptr(ap), _ptr(f), _ptr(gate),
+        _ptr(expert), n, P, d, Jp, M, Mp, S, q, GATES.index(cfg.gate), int(router), int(dense),
+        torch.get_num_threads())
+    if status != 0:
+        raise MemoryError("the fused forward pass could not allocate its per-thread scratch memory")
+    return f, gate, expert
+
+
+def routed_outputs(cfg: Config, params: Params, x: torch.Tensor, x_sum: torch.Tensor, noise: torch.Tensor | None,
+                   a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The MoE layer's forward pass by the fused kernel: (f of the routed expert, gate, expert),
+    each (S, n); routing by the clean logits plus ``noise`` (or none), as in training."""
+    return _forward(cfg, params, x, x_sum, noise, a, router=True, dense=False)
+
+
+def expert_outputs(cfg: Config, params: Params, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """f_m(x_i) for every run, expert and sample, (S, M, n): ``moesim.model.expert_outputs_dense``
+    by the fused kernel."""
+    return _forward(cfg, params, x, x[:, 0], None, a, router=False, dense=True)[0]
 
 
 def moe_step(cfg: Config, params: Params, x: torch.Tensor, x_sum: torch.Tensor, y: torch.Tensor,

@@ -75,10 +75,10 @@ enum { LOSS_LOGISTIC = 0, LOSS_DOUBLE_SOFTMAX = 1 };
 
 typedef struct {
     const float *x, *xs, *y, *noise, *theta, *w, *bias, *a;
-    float *margin, *loss, *gw, *gb, *gth, *gw_out, *gb_out, *gth_out;
+    float *margin, *loss, *gw, *gb, *gth, *gw_out, *gb_out, *gth_out, *f_out, *gate_out;
     int64_t *expert;
     int64_t n, P, d, Jp, M, Mp, S, C, q;
-    int64_t gate, loss_kind, router;
+    int64_t gate, loss_kind, router, dense;
     int64_t nthreads, tid;
 } Job;
 
@@ -280,6 +280,48 @@ static __attribute__((noinline)) void router_bwd(const float *restrict xs, int64
 }
 
 
+/* Routing of samples ib..ib+nb-1 in run s: router logits (left in h), noisy top-1 choice m and
+ * gate; for the softmax gates pr holds the probabilities. Without a router: m = 0, gate = 1.
+ * A NULL noise means no noise (evaluation). */
+static void route_block(const Job *jb, int64_t s, int64_t ib, int64_t nb, float (*h)[MAX_EXPERTS],
+                        float (*pr)[MAX_EXPERTS], int64_t *m, float *gate) {
+    static const float no_noise[MAX_EXPERTS];
+    const int64_t n = jb->n, d = jb->d, M = jb->M, Mp = jb->Mp;
+    if (jb->router) router_fwd(jb->xs + ib * d, nb, jb->theta + s * d * Mp, h, d, Mp);
+    for (int64_t u = 0; u < nb; u++) {
+        m[u] = 0;
+        gate[u] = 1.0f;
+        if (!jb->router) continue;
+        const int64_t i = ib + u;
+        const float *r = jb->noise ? jb->noise + (s * n + i) * M : no_noise;
+        float *hu = h[u], *pu = pr[u];
+        /* noisy top-1 */
+        float *nz = pr[u];
+        for (int64_t e = 0; e < M; e++) nz[e] = hu[e] + r[e];
+        for (int64_t e = M; e < Mp; e++) nz[e] = -INFINITY;
+        const int64_t mu = argmax_first(nz, Mp);
+        const float best = nz[mu];
+        m[u] = mu;
+        if (jb->gate == GATE_NOISY_LOGIT) {
+            gate[u] = best;
+        } else {  /* softmax of h (paper) or of h + r, over M lanes; padding lanes -inf */
+            const float *src = jb->gate == GATE_SOFTMAX ? hu : nz;
+            v8 mx = bcast(-INFINITY), tot = bcast(0.0f);
+            if (src == hu) for (int64_t e = M; e < Mp; e++) hu[e] = -INFINITY;
+            for (int64_t b = 0; b < Mp; b += 8) { v8 v = load8(src + b); mx = sel(v > mx, v, mx); }
+            const v8 mxv = bcast(hmax8(mx));
+            for (int64_t b = 0; b < Mp; b += 8) {
+                v8 ev = exp8(load8(src + b) - mxv);
+                store8(pu + b, ev);
+                tot += ev;
+            }
+            const v8 inv = bcast(1.0f / hsum8(tot));
+            for (int64_t b = 0; b < Mp; b += 8) store8(pu + b, load8(pu + b) * inv);
+            gate[u] = pu[mu];
+        }
+    }
+}
+
 static void run_chunk(const Job *jb, int64_t chunk, float *scratch) {
     const int64_t n = jb->n, P = jb->P, d = jb->d, Jp = jb->Jp, M = jb->M, Mp = jb->Mp, S = jb->S, C = jb->C;
     const int64_t i0 = chunk * n / C, i1 = (chunk + 1) * n / C;
@@ -300,39 +342,7 @@ static void run_chunk(const Job *jb, int64_t chunk, float *scratch) {
         const int64_t nb = i1 - ib < SAMPLE_BLOCK ? i1 - ib : SAMPLE_BLOCK;
         for (int64_t s = 0; s < S; s++) {
             /* routing: logits, noisy top-1, gate */
-            if (jb->router) router_fwd(jb->xs + ib * d, nb, jb->theta + s * d * Mp, h, d, Mp);
-            for (int64_t u = 0; u < nb; u++) {
-                m[u] = 0;
-                gate[u] = 1.0f;
-                if (!jb->router) continue;
-                const int64_t i = ib + u;
-                const float *r = jb->noise + (s * n + i) * M;
-                float *hu = h[u], *pu = pr[u];
-                /* noisy top-1 */
-                float *nz = pr[u];
-                for (int64_t e = 0; e < M; e++) nz[e] = hu[e] + r[e];
-                for (int64_t e = M; e < Mp; e++) nz[e] = -INFINITY;
-                const int64_t mu = argmax_first(nz, Mp);
-                const float best = nz[mu];
-                m[u] = mu;
-                if (jb->gate == GATE_NOISY_LOGIT) {
-                    gate[u] = best;
-                } else {  /* softmax of h (paper) or of h + r, over M lanes; padding lanes -inf */
-                    const float *src = jb->gate == GATE_SOFTMAX ? hu : nz;
-                    v8 mx = bcast(-INFINITY), tot = bcast(0.0f);
-                    if (src == hu) for (int64_t e = M; e < Mp; e++) hu[e] = -INFINITY;
-                    for (int64_t b = 0; b < Mp; b += 8) { v8 v = load8(src + b); mx = sel(v > mx, v, mx); }
-                    const v8 mxv = bcast(hmax8(mx));
-                    for (int64_t b = 0; b < Mp; b += 8) {
-                        v8 ev = exp8(load8(src + b) - mxv);
-                        store8(pu + b, ev);
-                        tot += ev;
-                    }
-                    const v8 inv = bcast(1.0f / hsum8(tot));
-                    for (int64_t b = 0; b < Mp; b += 8) store8(pu + b, load8(pu + b) * inv);
-                    gate[u] = pu[mu];
-                }
-            }
+            route_block(jb, s, ib, nb, h, pr, m, gate);
             /* the routed expert's output */
             for (int64_t u = 0; u < nb; u++) {
                 const float *w = jb->w + (s * M + m[u]) * d * Jp;
@@ -377,6 +387,46 @@ static void run_chunk(const Job *jb, int64_t chunk, float *scratch) {
             router_bwd(jb->xs + ib * d, nb, h, gth + s * d * Mp, d, Mp);
         }
     }
+}
+
+/* Forward only, samples i0..i1-1: the routed expert's f, the gate and the expert (f_out, gate_out,
+ * expert: (S, n)), or with dense every expert's f (f_out: (S, M, n)). */
+static void forward_range(const Job *jb, int64_t i0, int64_t i1, float *zq1) {
+    const int64_t n = jb->n, P = jb->P, d = jb->d, Jp = jb->Jp, M = jb->M, S = jb->S;
+    float h[SAMPLE_BLOCK][MAX_EXPERTS] __attribute__((aligned(32)));
+    float pr[SAMPLE_BLOCK][MAX_EXPERTS] __attribute__((aligned(32)));
+    float gate[SAMPLE_BLOCK];
+    int64_t m[SAMPLE_BLOCK];
+    for (int64_t ib = i0; ib < i1; ib += SAMPLE_BLOCK) {
+        const int64_t nb = i1 - ib < SAMPLE_BLOCK ? i1 - ib : SAMPLE_BLOCK;
+        for (int64_t s = 0; s < S; s++) {
+            if (jb->dense) {
+                for (int64_t e = 0; e < M; e++)
+                    for (int64_t u = 0; u < nb; u++)
+                        jb->f_out[(s * M + e) * n + ib + u] = expert_forward(
+                            jb, jb->x + (ib + u) * P * d, jb->w + (s * M + e) * d * Jp,
+                            jb->bias ? jb->bias + (s * M + e) * Jp : NULL, zq1);
+                continue;
+            }
+            route_block(jb, s, ib, nb, h, pr, m, gate);
+            for (int64_t u = 0; u < nb; u++) {
+                const int64_t i = ib + u;
+                jb->f_out[s * n + i] = expert_forward(jb, jb->x + i * P * d, jb->w + (s * M + m[u]) * d * Jp,
+                                                      jb->bias ? jb->bias + (s * M + m[u]) * Jp : NULL, zq1);
+                jb->gate_out[s * n + i] = gate[u];
+                jb->expert[s * n + i] = m[u];
+            }
+        }
+    }
+}
+
+static void *forward_worker(void *arg) {
+    const Job *jb = (const Job *)arg;
+    float *scratch = malloc(sizeof(float) * jb->P * jb->Jp);
+    if (!scratch) return (void *)1;
+    forward_range(jb, jb->tid * jb->n / jb->nthreads, (jb->tid + 1) * jb->n / jb->nthreads, scratch);
+    free(scratch);
+    return NULL;
 }
 
 static void *worker(void *arg) {
@@ -436,9 +486,25 @@ int moesim_fused_step(const float *x, const float *xs, const float *y, const flo
     const int64_t T = nthreads < C ? nthreads : C;
     for (int64_t t = 0; t < nthreads; t++) {
         jobs[t] = (Job){x, xs, y, noise, theta, w, bias, a, margin, loss, gw, gb, gth, gw_out, gb_out, gth_out,
-                        expert, n, P, d, Jp, M, Mp, S, C, q, gate, loss_kind, router, T, t};
+                        NULL, NULL, expert, n, P, d, Jp, M, Mp, S, C, q, gate, loss_kind, router, 0, T, t};
     }
     if (run_threads(worker, jobs, T)) return 1;
     for (int64_t t = 0; t < nthreads; t++) jobs[t].nthreads = nthreads;
     return run_threads(reducer, jobs, nthreads);
+}
+
+/* Forward pass only (evaluation): see forward_range. Returns 0 on success, 1 when memory could not be had. */
+int moesim_fused_forward(const float *x, const float *xs, const float *noise, const float *theta, const float *w,
+                         const float *bias, const float *a, float *f_out, float *gate_out, int64_t *expert, int64_t n,
+                         int64_t P, int64_t d, int64_t Jp, int64_t M, int64_t Mp, int64_t S, int64_t q, int64_t gate,
+                         int64_t router, int64_t dense, int64_t nthreads) {
+    if (nthreads < 1) nthreads = 1;
+    if (nthreads > 64) nthreads = 64;
+    if (nthreads > n) nthreads = n > 0 ? n : 1;
+    Job jobs[64];
+    for (int64_t t = 0; t < nthreads; t++) {
+        jobs[t] = (Job){x, xs, NULL, noise, theta, w, bias, a, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                        f_out, gate_out, expert, n, P, d, Jp, M, Mp, S, 1, q, gate, 0, router, dense, nthreads, t};
+    }
+    return run_threads(forward_worker, jobs, nthreads);
 }

@@ -234,17 +234,28 @@ def forward_train(cfg: Config, params: Params, prob: Problem, noise: torch.Tenso
     return loss, margin, expert
 
 
+def _fused_ok(cfg: Config, x: torch.Tensor, engine: str) -> bool:
+    return engine in ("auto", "fused") and fused.available(cfg, x) is None
+
+
 @torch.no_grad()
 def evaluate(cfg: Config, params: Params, x: torch.Tensor, x_sum: torch.Tensor, y: torch.Tensor,
-             noise: torch.Tensor | None, a: torch.Tensor, chunk_elements: int = 2**23):
+             noise: torch.Tensor | None, a: torch.Tensor, chunk_elements: int = 2**23, engine: str = "auto"):
     """Predictions of the trained layer: (correct (S, n) bool, routed expert (S, n)).
 
-    Routing uses the clean logits h, plus ``noise`` when the config evaluates with noise. Samples
-    are independent, so they are evaluated in chunks whose largest temporary (S x samples x P x
-    max(d, J) values) stays near ``chunk_elements``: memory does not grow with n.
+    Routing uses the clean logits h, plus ``noise`` when the config evaluates with noise. With
+    ``engine`` "auto" or "fused" the fused kernel computes it where it can (one pass, no large
+    temporaries); otherwise samples are evaluated in chunks whose largest temporary
+    (S x samples x P x max(d, J) values) stays near ``chunk_elements``: memory does not grow with n.
     """
     S, _, J, d = params.W.shape
     n, P, _ = x.shape
+    if _fused_ok(cfg, x, engine):
+        if cfg.architecture == "single":
+            f = fused.expert_outputs(cfg, params, x, a)[:, 0]
+            return y * f > 0, torch.zeros(S, n, dtype=torch.long, device=x.device)
+        f, gate, expert = fused.routed_outputs(cfg, params, x, x_sum, noise, a)
+        return y * gate * f > 0, expert
     step = max(1, chunk_elements // (S * P * max(d, J)))
     parts = [_evaluate_chunk(cfg, params, x[i:i + step], x_sum[i:i + step], y[i:i + step],
                              None if noise is None else noise[:, i:i + step], a) for i in range(0, n, step)]
@@ -268,14 +279,17 @@ def _evaluate_chunk(cfg: Config, params: Params, x, x_sum, y, noise, a):
 
 @torch.no_grad()
 def expert_cluster_accuracy(cfg: Config, params: Params, x: torch.Tensor, y: torch.Tensor, cluster: torch.Tensor,
-                            a: torch.Tensor, chunk_elements: int = 2**24) -> torch.Tensor:
+                            a: torch.Tensor, chunk_elements: int = 2**24, engine: str = "auto") -> torch.Tensor:
     """Accuracy of each expert alone, sign(f_m(x)), on each cluster: (S, M, K)."""
     S, M, J, _ = params.W.shape
     K = int(cluster.max().item()) + 1 if cluster.numel() else 1
     n, P, _ = x.shape
-    step = max(1, chunk_elements // max(1, S * M * J * P))
-    correct = torch.cat([(expert_outputs_dense(cfg, params, x[i:i + step], a) * y[i:i + step]) > 0
-                         for i in range(0, n, step)], dim=2)  # (S, M, n)
+    if _fused_ok(cfg, x, engine):
+        correct = fused.expert_outputs(cfg, params, x, a) * y > 0  # (S, M, n)
+    else:
+        step = max(1, chunk_elements // max(1, S * M * J * P))
+        correct = torch.cat([(expert_outputs_dense(cfg, params, x[i:i + step], a) * y[i:i + step]) > 0
+                             for i in range(0, n, step)], dim=2)  # (S, M, n)
     return metrics.per_cluster_accuracy(correct, cluster, K).to(torch.float32)
 
 
@@ -349,7 +363,7 @@ def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Proble
     def snapshot(step: int) -> None:
         p = params.detach()
         correct, _ = evaluate(cfg, p, prob.x_test, prob.x_sum_test, prob.y_test,
-                              eval_noise.draw() if eval_noise is not None else None, a)
+                              eval_noise.draw() if eval_noise is not None else None, a, engine=engine)
         snaps.append(dict(
             step=torch.tensor(step),
             test_accuracy=100 * correct.to(torch.float64).mean(1),
@@ -357,7 +371,8 @@ def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Proble
             router_feature=metrics.router_alignment(p.theta, prob.features),
             expert_feature=metrics.signed_filter_alignment(p.W, a, prob.features),
             expert_center=metrics.signed_filter_alignment(p.W, a, prob.centers),
-            expert_cluster_accuracy=expert_cluster_accuracy(cfg, p, prob.x_test, prob.y_test, prob.cluster_test, a),
+            expert_cluster_accuracy=expert_cluster_accuracy(cfg, p, prob.x_test, prob.y_test, prob.cluster_test, a,
+                                                            engine=engine),
         ))
 
     def result(upto: int) -> RunResult:
@@ -417,7 +432,7 @@ def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Proble
     if not snaps or int(snaps[-1]["step"]) != updates:
         snapshot(updates)
     res = result(step + 1)
-    _summarize(cfg, res, params, prob, last_step, stopped, a, eval_noise)
+    _summarize(cfg, res, params, prob, last_step, stopped, a, eval_noise, engine)
     if keep_params:
         res.params = Params(params.W.detach().cpu(), None if params.b is None else params.b.detach().cpu(),
                             params.theta.detach().cpu())
@@ -445,19 +460,19 @@ def _apply_update(cfg: Config, params: Params, tensors, grads, active: torch.Ten
 
 
 def _summarize(cfg: Config, res: RunResult, params: Params, prob: Problem, last_step: torch.Tensor,
-               stopped: torch.Tensor, a: torch.Tensor, eval_noise: _Noise | None) -> None:
+               stopped: torch.Tensor, a: torch.Tensor, eval_noise: _Noise | None, engine: str) -> None:
     S = len(res.seeds)
     p = params.detach()
     last = last_step.cpu().numpy()
     idx = np.arange(S)
     correct_test, expert_test = evaluate(cfg, p, prob.x_test, prob.x_sum_test, prob.y_test,
-                                         eval_noise.draw() if eval_noise is not None else None, a)
+                                         eval_noise.draw() if eval_noise is not None else None, a, engine=engine)
     train_noise = None
     if cfg.architecture == "moe" and cfg.test_noise:
         g = [generator(s, "eval-noise-train", cfg.device) for s in res.seeds]
         train_noise = torch.stack([torch.rand(prob.x.shape[0], cfg.experts, generator=gi, device=cfg.device,
                                               dtype=prob.x.dtype) for gi in g]) * cfg.noise_scale
-    correct_train, _ = evaluate(cfg, p, prob.x, prob.x_sum, prob.y, train_noise, a)
+    correct_train, _ = evaluate(cfg, p, prob.x, prob.x_sum, prob.y, train_noise, a, engine=engine)
     test_counts = metrics.dispatch_counts(expert_test, prob.cluster_test, cfg.n_clusters, cfg.experts)
     res.summary = dict(
         seed=np.array(res.seeds),

@@ -156,3 +156,31 @@ def test_without_a_compiler_auto_falls_back_to_eager(monkeypatch, tmp_path):
     assert moesim.train(cfg, 1).info["engine"] == "eager"
     with pytest.raises(ValueError, match="no C compiler"):
         moesim.train(cfg, 1, engine="fused")
+
+
+@pytest.mark.parametrize("semantics, over", CASES[:3])
+def test_fused_forward_passes_equal_eager(semantics, over):
+    """Evaluation through the fused kernel: every expert on every sample (``expert_outputs``) and
+    the routed layer with and without router noise (``routed_outputs``), against the float64 eager
+    reference; and ``evaluate`` / ``expert_cluster_accuracy`` give the same answers either way."""
+    from moesim.model import expert_outputs_dense, expert_outputs_routed, gate_values
+    from moesim.training import evaluate, expert_cluster_accuracy
+
+    cfg, prob, a, params, noise = _setup(semantics, **over)
+    p32, x32, xs32, a32 = _f32(params), prob.x.float(), prob.x_sum.float(), a.float()
+    _assert_close(fused.expert_outputs(cfg, p32, x32, a32), expert_outputs_dense(cfg, params, prob.x, a))
+    for r in (None, noise):
+        h = router_logits(params, prob.x_sum)
+        noisy = h if r is None else h + r
+        assert (noisy.sort(-1, descending=True).values.diff(dim=-1).abs()[..., 0] > 1e-5).all()
+        expert = noisy.argmax(-1)
+        f, gate, e = fused.routed_outputs(cfg, p32, x32, xs32, None if r is None else r.float(), a32)
+        assert torch.equal(e, expert)
+        _assert_close(gate, gate_values(cfg, h, noisy, expert))
+        _assert_close(f, expert_outputs_routed(cfg, params, prob.x, a, expert))
+    y32 = prob.y.float()
+    for fn, args in ((evaluate, (p32, x32, xs32, y32, noise.float(), a32)),
+                     (expert_cluster_accuracy, (p32, x32, y32, prob.cluster, a32))):
+        got, want = fn(cfg, *args, engine="fused"), fn(cfg, *args, engine="eager")
+        for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+            assert torch.equal(g, w)

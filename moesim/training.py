@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -105,35 +106,51 @@ def check_device(device: str) -> None:
 class _Noise:
     """Router noise r of each run: fresh U[0,1] each step, one fixed draw, or a 1e-5 tie-break.
 
-    With ``reuse``, fresh draws are written into one buffer (the same numbers as new tensors,
-    without a fresh allocation's page faults each step): a draw is valid until the next one.
+    With ``prefetch`` (CPU, fresh noise), each draw is written into one of two reused buffers, and
+    the next step's draw is filled on a background thread while the current step computes (the
+    generators are used in the same order, so the numbers are those of ``torch.rand``); a draw is
+    valid until the next one. ``close()`` waits for a pending fill.
     """
 
     def __init__(self, cfg: Config, seeds: list[int], n: int, M: int, device, dtype, stream: str,
-                 reuse: bool = False):
+                 prefetch: bool = False):
         self.cfg, self.n, self.M, self.dtype = cfg, n, M, dtype
         self.gens = [generator(s, stream, device) for s in seeds]
         self.device = device
-        self.buffer = torch.empty(len(seeds), n, M, device=device, dtype=dtype) if reuse else None
         self.fixed = None
         if cfg.router_noise == "fixed":
             self.fixed = self._uniform() * cfg.noise_scale
         elif cfg.router_noise == "none":
             self.fixed = torch.stack([torch.randn(n, M, generator=g, device=device, dtype=dtype)
                                       for g in self.gens]) * 1e-5
+        self.pool = self.pending = None
+        if prefetch and self.fixed is None and torch.device(device).type == "cpu":
+            self.buffers = [torch.empty(len(seeds), n, M, device=device, dtype=dtype) for _ in range(2)]
+            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moesim-noise")
 
     def _uniform(self) -> torch.Tensor:
         return torch.stack([torch.rand(self.n, self.M, generator=g, device=self.device, dtype=self.dtype)
                             for g in self.gens])
 
+    def _fill(self, buf: torch.Tensor) -> torch.Tensor:
+        for row, g in zip(buf, self.gens):
+            row.uniform_(generator=g)  # what torch.rand(n, M, generator=g) draws
+        return buf.mul_(self.cfg.noise_scale) if self.cfg.noise_scale != 1 else buf
+
     def draw(self) -> torch.Tensor:
         if self.fixed is not None:
             return self.fixed
-        if self.buffer is None:
+        if self.pool is None:
             return self._uniform() * self.cfg.noise_scale
-        for row, g in zip(self.buffer, self.gens):
-            row.uniform_(generator=g)  # what torch.rand(n, M, generator=g) draws
-        return self.buffer.mul_(self.cfg.noise_scale) if self.cfg.noise_scale != 1 else self.buffer
+        cur = self.pending.result() if self.pending is not None else self._fill(self.buffers[0])
+        nxt = self.buffers[1] if cur is self.buffers[0] else self.buffers[0]
+        self.pending = self.pool.submit(self._fill, nxt)
+        return cur
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            self.pool = self.pending = None
 
 
 def _normalized(g: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
@@ -339,7 +356,7 @@ def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Proble
     use_fast = engine in ("fused", "eager")
     for t in tensors:
         t.requires_grad_(not use_fast)
-    noise = _Noise(cfg, seeds, n, M, dev, dt, "router-noise", reuse=True) if is_moe else None
+    noise = _Noise(cfg, seeds, n, M, dev, dt, "router-noise", prefetch=True) if is_moe else None
     eval_noise = None
     if is_moe and cfg.test_noise:
         # the entropy notebooks add their one fixed noise matrix to the test rows too (row by row)
@@ -393,42 +410,46 @@ def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Proble
             raise DivergenceError(step_bad, bad_seeds, result(step_bad))
 
     step, updates = 0, 0
-    for step in range(T):
-        r = noise.draw() if noise is not None else None
-        if use_fast:
-            kernels = fused if engine == "fused" else step_mod
-            out = (kernels.moe_step(cfg, params, prob.x, prob.x_sum, prob.y, r, a, buffer) if is_moe
-                   else kernels.single_step(cfg, params, prob.x, prob.y, a, buffer))
-            loss, margin, expert, grads = out.loss, out.margin, out.expert, out.grads
-        else:
-            loss, margin, expert = forward_train(cfg, params, prob, r, a, buffer)
-        with torch.no_grad():
-            lv = loss.detach()
-            loss_hist[step] = torch.where(active, lv, loss_hist[step])
-            acc_hist[step] = torch.where(active, (margin > 0).to(dt).mean(1), acc_hist[step])
-            count_hist[step] = metrics.dispatch_counts(expert, prob.cluster, K, M) * active[:, None, None]
-            bad = active & ~torch.isfinite(lv)
-            first_bad = torch.where(bad, step, first_bad)
-            stop = bad
-            if cfg.stopping == "official":
-                rule, best = _stop_rule(cfg, step, lv, best)
-                stop = stop | (rule & active)
-                stopped |= rule & active
-            last_step = torch.where(stop, step, last_step)
-            active = active & ~stop
-        if step % cfg.record_every == 0:
-            check_finite()
-            snapshot(step)
-        if not bool(active.any()):
-            break
-        updates = step + 1
-        if not use_fast:
-            grads = torch.autograd.grad(loss.sum(), tensors)
-        with torch.no_grad():
-            _apply_update(cfg, params, tensors, grads, active, adam)
-        if progress is not None:
-            progress(step + 1, T)
-    check_finite()
+    try:
+        for step in range(T):
+            r = noise.draw() if noise is not None else None
+            if use_fast:
+                kernels = fused if engine == "fused" else step_mod
+                out = (kernels.moe_step(cfg, params, prob.x, prob.x_sum, prob.y, r, a, buffer) if is_moe
+                       else kernels.single_step(cfg, params, prob.x, prob.y, a, buffer))
+                loss, margin, expert, grads = out.loss, out.margin, out.expert, out.grads
+            else:
+                loss, margin, expert = forward_train(cfg, params, prob, r, a, buffer)
+            with torch.no_grad():
+                lv = loss.detach()
+                loss_hist[step] = torch.where(active, lv, loss_hist[step])
+                acc_hist[step] = torch.where(active, (margin > 0).to(dt).mean(1), acc_hist[step])
+                count_hist[step] = metrics.dispatch_counts(expert, prob.cluster, K, M) * active[:, None, None]
+                bad = active & ~torch.isfinite(lv)
+                first_bad = torch.where(bad, step, first_bad)
+                stop = bad
+                if cfg.stopping == "official":
+                    rule, best = _stop_rule(cfg, step, lv, best)
+                    stop = stop | (rule & active)
+                    stopped |= rule & active
+                last_step = torch.where(stop, step, last_step)
+                active = active & ~stop
+            if step % cfg.record_every == 0:
+                check_finite()
+                snapshot(step)
+            if not bool(active.any()):
+                break
+            updates = step + 1
+            if not use_fast:
+                grads = torch.autograd.grad(loss.sum(), tensors)
+            with torch.no_grad():
+                _apply_update(cfg, params, tensors, grads, active, adam)
+            if progress is not None:
+                progress(step + 1, T)
+        check_finite()
+    finally:
+        if noise is not None:
+            noise.close()  # the background noise thread
     if not snaps or int(snaps[-1]["step"]) != updates:
         snapshot(updates)
     res = result(step + 1)

@@ -146,3 +146,20 @@ def test_evaluation_in_chunks_equals_one_pass(model):
     for chunk in (1, 5000):  # one sample per chunk, and a few dozen
         parts = evaluate(cfg, res.params, prob.x, prob.x_sum, prob.y, noise, a, chunk_elements=chunk)
         assert torch.equal(parts[0], whole[0]) and torch.equal(parts[1], whole[1])
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.25])
+def test_prefetched_router_noise_is_torch_rand(scale):
+    """Training draws the next step's noise on a background thread into reused buffers: the same
+    numbers, in the same order, as torch.rand on each run's generator."""
+    from moesim.training import _Noise
+
+    cfg = preset("official-s1", noise_scale=scale)
+    plain = _Noise(cfg, [0, 5], 300, 8, "cpu", torch.float32, "router-noise")
+    fetched = _Noise(cfg, [0, 5], 300, 8, "cpu", torch.float32, "router-noise", prefetch=True)
+    try:
+        for _ in range(4):
+            assert torch.equal(fetched.draw(), plain.draw())
+    finally:
+        fetched.close()
+    assert fetched.pool is None

@@ -9,8 +9,9 @@ system C compiler (``cc``) into a cache folder and loaded with ``ctypes``; where
 possible, or for a configuration it does not cover, training uses ``moesim.step`` (the eager
 reference), which it is tested equal to.
 
-Covered: CPU, float32, activation ``cubic`` or ``power`` (q >= 2), with or without bias, every
-gate and loss, single models (no router, logistic loss). Gradients are summed per chunk of
+Covered: CPU, float32, activation ``linear``, ``cubic`` or ``power``, with or without bias, every
+gate and loss, single nonlinear models (no router, logistic loss). A linear expert is one inner product,
+f_m = <u_m, sum_p x^(p)> + P <b_m, a> with u_m = sum_j a_j w_mj, computed like the router's logits. Gradients are summed per chunk of
 samples whose boundaries depend on n only, so a result does not depend on the thread count.
 """
 
@@ -105,10 +106,10 @@ def unsupported(cfg: Config, x: torch.Tensor) -> str | None:
         return f"device {x.device} (the fused kernel is CPU only)"
     if x.dtype != torch.float32:
         return f"dtype {x.dtype} (the fused kernel is float32 only)"
-    if is_linear(cfg):
-        return "a linear activation (it has its own one-GEMM path)"
-    if cfg.activation not in ("cubic", "power"):
-        return f"activation={cfg.activation!r} (covered: cubic, power)"
+    if cfg.activation not in ("cubic", "power", "linear"):
+        return f"activation={cfg.activation!r} (covered: linear, cubic, power)"
+    if is_linear(cfg) and cfg.architecture == "single":
+        return "a linear single model (one matrix-vector product per step: the eager step is faster)"
     if cfg.load_balancing > 0:
         return "load_balancing > 0 (uses autograd)"
     if cfg.experts > MAX_EXPERTS:
@@ -180,70 +181,91 @@ class Workspace:
         return t
 
 
+class _Prepared:
+    """A call's inputs in the kernel's layout."""
+
+    def __init__(self, cfg: Config, params: Params, x: torch.Tensor, a: torch.Tensor, what: str):
+        reason = unsupported(cfg, x)
+        if reason is not None:
+            raise FusedUnavailable(f"the fused {what} does not cover {reason}")
+        self.lib = library()
+        W, b, theta = params.W.detach(), params.b, params.theta.detach()
+        self.b = b = b.detach() if b is not None else None
+        self.S, self.M, self.J, self.d = S, M, J, d = W.shape
+        self.n, self.P, _ = x.shape
+        self.Mp = Mp = -(-M // 8) * 8
+        self.theta = theta.new_zeros(S, d, Mp)
+        self.theta[..., :M] = theta
+        self.linear = is_linear(cfg)
+        if self.linear:  # u (S, d, Mp) and c = P <b_m, a> (S, Mp), zero-padded to Mp experts
+            self.w = W.new_zeros(S, d, Mp)
+            self.w[..., :M] = torch.einsum("smjd,j->sdm", W, a)
+            self.bias = None
+            if b is not None:
+                self.bias = W.new_zeros(S, Mp)
+                self.bias[:, :M] = self.P * (b @ a)
+            self.a, self.Jp, self.q = a.new_zeros(_VEC), _VEC, 1
+            self.x = x[:, 0]  # not read
+        else:
+            self.w, self.bias, self.a, self.Jp = _padded_filters(W, b, a)
+            self.q = 3 if cfg.activation == "cubic" else cfg.power
+            self.x = patch_minor(x)
+
+    def expert_grads(self, gw_out: torch.Tensor, gb_out: torch.Tensor | None, a: torch.Tensor) -> list[torch.Tensor]:
+        """The kernel's expert-gradient sums as gradients of W (S, M, J, d) and b (S, M, J)."""
+        M, J = self.M, self.J
+        if self.linear:  # dL/dw_mj = a_j dL/du_m, dL/db_mj = P a_j dL/dc_m
+            grads = [(a[:, None] * gw_out[..., :M].transpose(1, 2)[:, :, None, :]).contiguous()]
+            if gb_out is not None:
+                grads.append(self.P * gb_out[:, :M, None] * a)
+            return grads
+        grads = [gw_out[..., :J].transpose(2, 3).contiguous()]
+        if gb_out is not None:
+            grads.append(gb_out[..., :J].contiguous())
+        return grads
+
+
 def _run(cfg: Config, params: Params, x, x_sum, y, noise, a, router: bool, work: Workspace | None) -> StepOutput:
-    reason = unsupported(cfg, x)
-    if reason is not None:
-        raise FusedUnavailable(f"the fused step does not cover {reason}")
-    lib = library()
-    W, b, theta = params.W.detach(), params.b, params.theta.detach()
-    b = b.detach() if b is not None else None
-    S, M, J, d = W.shape
-    n, P, _ = x.shape
-    w, bp, ap, Jp = _padded_filters(W, b, a)
+    k = _Prepared(cfg, params, x, a, "step")
+    S, M, d, Mp, Jp, n = k.S, k.M, k.d, k.Mp, k.Jp, k.n
     C = max(1, min(N_CHUNKS, n))
-    margin = x.new_empty(S, n)
-    loss = x.new_empty(S, n)
-    expert = torch.empty(S, n, dtype=torch.long)
+    wshape, bshape = ((S, d, Mp), (S, Mp)) if k.linear else ((S, M, d, Jp), (S, M, Jp))
     work = work if isinstance(work, Workspace) else Workspace()
-    gw = work.get("gw", (C, S, M, d, Jp), x)
-    gb = work.get("gb", (C, S, M, Jp), x) if b is not None else None
-    Mp = -(-M // 8) * 8
+    gw = work.get("gw", (C, *wshape), x)
+    gb = work.get("gb", (C, *bshape), x) if k.b is not None else None
     gth = work.get("gth", (C, S, d, Mp), x) if router else None
-    gw_out = x.new_empty(S, M, d, Jp)
-    gb_out = x.new_empty(S, M, Jp) if b is not None else None
+    gw_out = x.new_empty(wshape)
+    gb_out = x.new_empty(bshape) if k.b is not None else None
     gth_out = x.new_empty(S, d, Mp) if router else None
-    xt, x_sum, y = patch_minor(x), x_sum.contiguous(), y.contiguous()
+    margin, loss = x.new_empty(S, n), x.new_empty(S, n)
+    expert = torch.empty(S, n, dtype=torch.long)
+    x_sum = None if x_sum is None else x_sum.contiguous()  # read by the router and by linear experts
+    y = y.contiguous()
     noise = noise.contiguous() if router else None
-    theta_p = theta.new_zeros(S, d, Mp)
-    theta_p[..., :M] = theta
-    q = 3 if cfg.activation == "cubic" else cfg.power
-    status = lib.moesim_fused_step(
-        _ptr(xt), _ptr(x_sum), _ptr(y), _ptr(noise), _ptr(theta_p), _ptr(w), _ptr(bp), _ptr(ap),
-        _ptr(margin), _ptr(loss), _ptr(expert), _ptr(gw), _ptr(gb), _ptr(gth), _ptr(gw_out), _ptr(gb_out), _ptr(gth_out),
-        n, P, d, Jp, M, Mp, S, C, q, GATES.index(cfg.gate) if router else 0,
+    status = k.lib.moesim_fused_step(
+        _ptr(k.x), _ptr(x_sum), _ptr(y), _ptr(noise), _ptr(k.theta), _ptr(k.w), _ptr(k.bias), _ptr(k.a),
+        _ptr(margin), _ptr(loss), _ptr(expert), _ptr(gw), _ptr(gb), _ptr(gth), _ptr(gw_out), _ptr(gb_out),
+        _ptr(gth_out), n, k.P, d, Jp, M, Mp, S, C, k.q, GATES.index(cfg.gate) if router else 0,
         LOSSES.index(cfg.loss) if router else 0, int(router), torch.get_num_threads())
     if status != 0:
         raise MemoryError("the fused step could not allocate its per-thread scratch memory")
-    grads = [gw_out[..., :J].transpose(2, 3).contiguous()]
-    if b is not None:
-        grads.append(gb_out[..., :J].contiguous())
-    grads.append(gth_out[..., :M].contiguous() if router else torch.zeros_like(theta))
+    grads = k.expert_grads(gw_out, gb_out, a)
+    grads.append(gth_out[..., :M].contiguous() if router else torch.zeros_like(params.theta))
     return StepOutput(loss.mean(1), margin, expert, grads)
 
 
 def _forward(cfg: Config, params: Params, x, x_sum, noise, a, router: bool, dense: bool):
-    reason = unsupported(cfg, x)
-    if reason is not None:
-        raise FusedUnavailable(f"the fused forward pass does not cover {reason}")
-    lib = library()
-    W, b, theta = params.W.detach(), params.b, params.theta.detach()
-    b = b.detach() if b is not None else None
-    S, M, J, d = W.shape
-    n, P, _ = x.shape
-    w, bp, ap, Jp = _padded_filters(W, b, a)
-    Mp = -(-M // 8) * 8
-    theta_p = theta.new_zeros(S, d, Mp)
-    theta_p[..., :M] = theta
+    k = _Prepared(cfg, params, x, a, "forward pass")
+    S, M, n = k.S, k.M, k.n
     f = x.new_empty(S, M, n) if dense else x.new_empty(S, n)
     gate = None if dense else x.new_empty(S, n)
     expert = None if dense else torch.empty(S, n, dtype=torch.long)
-    xt, x_sum = patch_minor(x), x_sum.contiguous()
+    x_sum = None if x_sum is None else x_sum.contiguous()
     noise = None if noise is None else noise.contiguous()
-    q = 3 if cfg.activation == "cubic" else cfg.power
-    status = lib.moesim_fused_forward(
-        _ptr(xt), _ptr(x_sum), _ptr(noise), _ptr(theta_p), _ptr(w), _ptr(bp), _ptr(ap), _ptr(f), _ptr(gate),
-        _ptr(expert), n, P, d, Jp, M, Mp, S, q, GATES.index(cfg.gate), int(router), int(dense),
-        torch.get_num_threads())
+    status = k.lib.moesim_fused_forward(
+        _ptr(k.x), _ptr(x_sum), _ptr(noise), _ptr(k.theta), _ptr(k.w), _ptr(k.bias), _ptr(k.a), _ptr(f),
+        _ptr(gate), _ptr(expert), n, k.P, k.d, k.Jp, M, k.Mp, S, k.q, GATES.index(cfg.gate), int(router),
+        int(dense), torch.get_num_threads())
     if status != 0:
         raise MemoryError("the fused forward pass could not allocate its per-thread scratch memory")
     return f, gate, expert
@@ -259,7 +281,7 @@ def routed_outputs(cfg: Config, params: Params, x: torch.Tensor, x_sum: torch.Te
 def expert_outputs(cfg: Config, params: Params, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     """f_m(x_i) for every run, expert and sample, (S, M, n): ``moesim.model.expert_outputs_dense``
     by the fused kernel."""
-    return _forward(cfg, params, x, x[:, 0], None, a, router=False, dense=True)[0]
+    return _forward(cfg, params, x, x.sum(1) if is_linear(cfg) else None, None, a, router=False, dense=True)[0]
 
 
 def moe_step(cfg: Config, params: Params, x: torch.Tensor, x_sum: torch.Tensor, y: torch.Tensor,
@@ -275,4 +297,4 @@ def moe_step(cfg: Config, params: Params, x: torch.Tensor, x_sum: torch.Tensor, 
 def single_step(cfg: Config, params: Params, x: torch.Tensor, y: torch.Tensor, a: torch.Tensor,
                 buffer: Workspace | None = None) -> StepOutput:
     """``moesim.step.single_step`` (single CNNs, logistic loss) by the fused kernel."""
-    return _run(cfg, params, x, x, y, None, a, router=False, work=buffer)
+    return _run(cfg, params, x, None, y, None, a, router=False, work=buffer)

@@ -17,6 +17,8 @@
  *   theta (S, d, Mp): the router, M padded to Mp (a multiple of 8, at most MAX_EXPERTS) with zeros;
  *   w (S, M, d, Jp): filters transposed, J padded to Jp (a multiple of 16) with zero filters;
  *   bias (S, M, Jp) or NULL; a (Jp,) with zeros on padding filters.
+ *   Linear experts (q = 1): f_m = <u_m, x_sum> + c_m with u_m = sum_j a_j w_mj, c_m = P <b_m, a>;
+ *   w is then u (S, d, Mp) and bias c (S, Mp), and the gradients are those of u and c.
  *   Outputs: margin, loss (S, n); expert (S, n) int64;
  *   gw (C, S, M, d, Jp), gb (C, S, M, Jp) or NULL, gth (C, S, d, Mp) or NULL: per-chunk sums,
  *   and gw_out, gb_out, gth_out: their sums over the chunks (in chunk order), the gradients.
@@ -322,10 +324,25 @@ static void route_block(const Job *jb, int64_t s, int64_t ib, int64_t nb, float 
     }
 }
 
+/* Sizes of one chunk's expert-gradient sums: (S, M, d, Jp) and (S, M, Jp); for linear experts
+ * (q = 1) the gradients of u (S, d, Mp) and of its bias (S, Mp). */
+static int64_t wsize(const Job *jb) { return jb->q == 1 ? jb->S * jb->d * jb->Mp : jb->S * jb->M * jb->d * jb->Jp; }
+static int64_t bsize(const Job *jb) { return jb->q == 1 ? jb->S * jb->Mp : jb->S * jb->M * jb->Jp; }
+
+/* Linear experts: every expert's f = <u_m, x_sum> + c_m for a block of samples (one router-like pass). */
+static void linear_outputs(const Job *jb, int64_t s, int64_t ib, int64_t nb, float (*fl)[MAX_EXPERTS]) {
+    const int64_t d = jb->d, Mp = jb->Mp;
+    router_fwd(jb->xs + ib * d, nb, jb->w + s * d * Mp, fl, d, Mp);
+    if (jb->bias)
+        for (int64_t u = 0; u < nb; u++)
+            for (int64_t e = 0; e < Mp; e++) fl[u][e] += jb->bias[s * Mp + e];
+}
+
 static void run_chunk(const Job *jb, int64_t chunk, float *scratch) {
     const int64_t n = jb->n, P = jb->P, d = jb->d, Jp = jb->Jp, M = jb->M, Mp = jb->Mp, S = jb->S, C = jb->C;
     const int64_t i0 = chunk * n / C, i1 = (chunk + 1) * n / C;
-    const int64_t wsz = S * M * d * Jp, bsz = S * M * Jp, tsz = S * d * Mp;
+    const int64_t wsz = wsize(jb), bsz = bsize(jb), tsz = S * d * Mp;
+    const int linear = jb->q == 1;
     float *gw = jb->gw + chunk * wsz;
     float *gb = jb->gb ? jb->gb + chunk * bsz : NULL;
     float *gth = jb->gth ? jb->gth + chunk * tsz : NULL;
@@ -335,6 +352,7 @@ static void run_chunk(const Job *jb, int64_t chunk, float *scratch) {
     float *zq1 = scratch;  /* SAMPLE_BLOCK x P x Jp */
     float h[SAMPLE_BLOCK][MAX_EXPERTS] __attribute__((aligned(32)));
     float pr[SAMPLE_BLOCK][MAX_EXPERTS] __attribute__((aligned(32)));
+    float fl[SAMPLE_BLOCK][MAX_EXPERTS] __attribute__((aligned(32)));
     float gate[SAMPLE_BLOCK], f[SAMPLE_BLOCK], dm[SAMPLE_BLOCK];
     int64_t m[SAMPLE_BLOCK];
     const float qf = (float)jb->q;
@@ -344,10 +362,15 @@ static void run_chunk(const Job *jb, int64_t chunk, float *scratch) {
             /* routing: logits, noisy top-1, gate */
             route_block(jb, s, ib, nb, h, pr, m, gate);
             /* the routed expert's output */
-            for (int64_t u = 0; u < nb; u++) {
-                const float *w = jb->w + (s * M + m[u]) * d * Jp;
-                const float *bias = jb->bias ? jb->bias + (s * M + m[u]) * Jp : NULL;
-                f[u] = expert_forward(jb, jb->x + (ib + u) * P * d, w, bias, zq1 + u * P * Jp);
+            if (linear) {
+                linear_outputs(jb, s, ib, nb, fl);
+                for (int64_t u = 0; u < nb; u++) f[u] = fl[u][m[u]];
+            } else {
+                for (int64_t u = 0; u < nb; u++) {
+                    const float *w = jb->w + (s * M + m[u]) * d * Jp;
+                    const float *bias = jb->bias ? jb->bias + (s * M + m[u]) * Jp : NULL;
+                    f[u] = expert_forward(jb, jb->x + (ib + u) * P * d, w, bias, zq1 + u * P * Jp);
+                }
             }
             /* margin, loss and dL/dmargin */
             for (int64_t u = 0; u < nb; u++) {
@@ -368,10 +391,20 @@ static void run_chunk(const Job *jb, int64_t chunk, float *scratch) {
                 dm[u] = dl / (float)n;
             }
             /* gradients */
-            for (int64_t u = 0; u < nb; u++) {
-                const int64_t i = ib + u;
-                expert_backward(jb, jb->x + i * P * d, dm[u] * jb->y[i] * gate[u] * qf, zq1 + u * P * Jp,
-                                gw + (s * M + m[u]) * d * Jp, gb ? gb + (s * M + m[u]) * Jp : NULL);
+            if (linear) {  /* dL/du_m += df x_sum, dL/dc_m += df: a router-like update with df at m */
+                for (int64_t u = 0; u < nb; u++) {
+                    const float df = dm[u] * jb->y[ib + u] * gate[u];
+                    for (int64_t e = 0; e < Mp; e++) fl[u][e] = 0.0f;
+                    fl[u][m[u]] = df;
+                    if (gb) gb[s * Mp + m[u]] += df;
+                }
+                router_bwd(jb->xs + ib * d, nb, fl, gw + s * d * Mp, d, Mp);
+            } else {
+                for (int64_t u = 0; u < nb; u++) {
+                    const int64_t i = ib + u;
+                    expert_backward(jb, jb->x + i * P * d, dm[u] * jb->y[i] * gate[u] * qf, zq1 + u * P * Jp,
+                                    gw + (s * M + m[u]) * d * Jp, gb ? gb + (s * M + m[u]) * Jp : NULL);
+                }
             }
             if (!jb->router) continue;
             for (int64_t u = 0; u < nb; u++) {
@@ -395,15 +428,17 @@ static void forward_range(const Job *jb, int64_t i0, int64_t i1, float *zq1) {
     const int64_t n = jb->n, P = jb->P, d = jb->d, Jp = jb->Jp, M = jb->M, S = jb->S;
     float h[SAMPLE_BLOCK][MAX_EXPERTS] __attribute__((aligned(32)));
     float pr[SAMPLE_BLOCK][MAX_EXPERTS] __attribute__((aligned(32)));
+    float fl[SAMPLE_BLOCK][MAX_EXPERTS] __attribute__((aligned(32)));
     float gate[SAMPLE_BLOCK];
     int64_t m[SAMPLE_BLOCK];
     for (int64_t ib = i0; ib < i1; ib += SAMPLE_BLOCK) {
         const int64_t nb = i1 - ib < SAMPLE_BLOCK ? i1 - ib : SAMPLE_BLOCK;
         for (int64_t s = 0; s < S; s++) {
+            if (jb->q == 1) linear_outputs(jb, s, ib, nb, fl);
             if (jb->dense) {
                 for (int64_t e = 0; e < M; e++)
                     for (int64_t u = 0; u < nb; u++)
-                        jb->f_out[(s * M + e) * n + ib + u] = expert_forward(
+                        jb->f_out[(s * M + e) * n + ib + u] = jb->q == 1 ? fl[u][e] : expert_forward(
                             jb, jb->x + (ib + u) * P * d, jb->w + (s * M + e) * d * Jp,
                             jb->bias ? jb->bias + (s * M + e) * Jp : NULL, zq1);
                 continue;
@@ -411,8 +446,9 @@ static void forward_range(const Job *jb, int64_t i0, int64_t i1, float *zq1) {
             route_block(jb, s, ib, nb, h, pr, m, gate);
             for (int64_t u = 0; u < nb; u++) {
                 const int64_t i = ib + u;
-                jb->f_out[s * n + i] = expert_forward(jb, jb->x + i * P * d, jb->w + (s * M + m[u]) * d * Jp,
-                                                      jb->bias ? jb->bias + (s * M + m[u]) * Jp : NULL, zq1);
+                jb->f_out[s * n + i] = jb->q == 1 ? fl[u][m[u]] : expert_forward(
+                    jb, jb->x + i * P * d, jb->w + (s * M + m[u]) * d * Jp,
+                    jb->bias ? jb->bias + (s * M + m[u]) * Jp : NULL, zq1);
                 jb->gate_out[s * n + i] = gate[u];
                 jb->expert[s * n + i] = m[u];
             }
@@ -449,8 +485,8 @@ static void reduce_share(const float *part, float *out, int64_t size, int64_t C,
 static void *reducer(void *arg) {
     const Job *jb = (const Job *)arg;
     const int64_t S = jb->S, M = jb->M, d = jb->d, Jp = jb->Jp, C = jb->C, T = jb->nthreads, t = jb->tid;
-    reduce_share(jb->gw, jb->gw_out, S * M * d * Jp, C, t, T);
-    if (jb->gb) reduce_share(jb->gb, jb->gb_out, S * M * Jp, C, t, T);
+    reduce_share(jb->gw, jb->gw_out, wsize(jb), C, t, T);
+    if (jb->gb) reduce_share(jb->gb, jb->gb_out, bsize(jb), C, t, T);
     if (jb->gth) reduce_share(jb->gth, jb->gth_out, S * d * jb->Mp, C, t, T);
     return NULL;
 }

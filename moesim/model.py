@@ -12,9 +12,9 @@ loops over experts or samples.
 Two expert kernels compute the same numbers: ``expert_outputs_dense`` runs every expert on every
 sample (the reference, and what per-expert diagnostics need), ``expert_outputs_routed`` runs each
 sample through its routed expert only, by sorting samples into expert-homogeneous blocks and one
-batched matmul. Both are differentiable with autograd; training uses the hand-written gradients of
-``moesim.step``, which share ``routing_layout``. A linear activation collapses to one inner product
-with ``sum_p x^(p)``.
+batched matmul. Both are differentiable with autograd; training uses hand-written gradients: the
+fused C kernel of ``moesim.fused`` on CPUs, or ``moesim.step`` (which shares ``routing_layout``).
+A linear activation collapses to one inner product with ``sum_p x^(p)``.
 """
 
 from __future__ import annotations

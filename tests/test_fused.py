@@ -53,6 +53,8 @@ CASES = [  # (semantics, overrides): gates, losses, heads, bias, powers, and sha
     ("official", dict(gate="noisy_softmax", activation="power", power=4, n_experts=5, n_filters=10)),
     ("paper", dict(activation="power", power=2, n_experts=11, n_filters=20, n_patches=5, patch_dim=23)),
     ("paper", dict(activation="power", power=5, n_patches=3, n_clusters=2, patch_dim=9, loss="double_softmax_ce")),
+    ("official", dict(activation="linear")),  # a linear expert: one inner product with sum_p x^(p)
+    ("paper", dict(activation="power", power=1, n_experts=11)),
 ]
 
 
@@ -131,8 +133,9 @@ def test_engine_auto_picks_what_can_run():
     base = dict(n_train=200, n_test=50, n_steps=3, record_every=10)
     assert moesim.train(preset("paper-s1-quick", dtype="float32", **base), 1).info["engine"] == "fused"
     assert moesim.train(preset("paper-s1-quick", dtype="float64", **base), 1).info["engine"] == "eager"
-    assert moesim.train(preset("paper-s1-quick", "moe-linear", dtype="float32", **base), 1).info["engine"] == "eager"
+    assert moesim.train(preset("paper-s1-quick", "moe-linear", dtype="float32", **base), 1).info["engine"] == "fused"
     assert moesim.train(preset("paper-s1-quick", activation="tanh", **base), 1).info["engine"] == "eager"
+    assert moesim.train(preset("paper-s1-quick", "single-linear", dtype="float32", **base), 1).info["engine"] == "eager"
 
 
 def test_engine_errors_name_the_reason():
@@ -158,7 +161,7 @@ def test_without_a_compiler_auto_falls_back_to_eager(monkeypatch, tmp_path):
         moesim.train(cfg, 1, engine="fused")
 
 
-@pytest.mark.parametrize("semantics, over", CASES[:3])
+@pytest.mark.parametrize("semantics, over", CASES[:3] + CASES[-2:])
 def test_fused_forward_passes_equal_eager(semantics, over):
     """Evaluation through the fused kernel: every expert on every sample (``expert_outputs``) and
     the routed layer with and without router noise (``routed_outputs``), against the float64 eager

@@ -10,9 +10,10 @@ possible, or for a configuration it does not cover, training uses ``moesim.step`
 reference), which it is tested equal to.
 
 Covered: CPU, float32, activation ``linear``, ``cubic`` or ``power``, with or without bias, every
-gate and loss, single nonlinear models (no router, logistic loss). A linear expert is one inner product,
-f_m = <u_m, sum_p x^(p)> + P <b_m, a> with u_m = sum_j a_j w_mj, computed like the router's logits. Gradients are summed per chunk of
-samples whose boundaries depend on n only, so a result does not depend on the thread count.
+gate and loss, and single nonlinear models (no router, logistic loss). A linear expert is one
+inner product, f_m = <u_m, sum_p x^(p)> + P <b_m, a> with u_m = sum_j a_j w_mj, computed like the
+router's logits. Gradients are summed per chunk of samples whose boundaries depend on n only, so a
+result does not depend on the thread count.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from .model import Params, is_linear
 from .step import StepOutput
 
 SOURCE = Path(__file__).with_name("fused_step.c")
-CFLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-pthread", "-fno-math-errno", "-ffp-contract=fast", "-std=gnu11"]
+CFLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-pthread", "-fno-math-errno", "-ffp-contract=fast",
+          "-std=gnu11"]  # -march=native: built on the machine that runs it; fp-contract: FMAs
 #: Gradient partial sums per step: chunks of samples (boundaries depend on n only).
 N_CHUNKS = 16
 MAX_EXPERTS = 64  # as in fused_step.c
@@ -57,6 +59,17 @@ def _compiler() -> str:
     return os.environ.get("CC", "cc")
 
 
+def _cpu_id() -> str:
+    """What ``-march=native`` depends on: the CPU's model and instruction-set flags (a kernel cache
+    in a home folder shared by cluster nodes of different CPUs keeps one build per kind)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    keep = [next((ln for ln in lines if ln.startswith(k)), "") for k in ("model name", "flags", "Features")]
+    return "\n".join(keep)
+
+
 def _build() -> Path:
     cc = _compiler()
     try:
@@ -64,7 +77,8 @@ def _build() -> Path:
     except (OSError, subprocess.CalledProcessError) as e:
         raise FusedUnavailable(f"no C compiler: running {cc!r} failed ({e})") from None
     source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join([cc, version, platform.machine(), *CFLAGS]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(source + " ".join([cc, version, platform.machine(), _cpu_id(), *CFLAGS]).encode())
+    key = key.hexdigest()[:16]
     target = cache_dir() / f"fused_step-{key}.so"
     if target.exists():
         return target

@@ -9,11 +9,16 @@
  * or padded. This is the arithmetic of moesim.step.moe_step / single_step (tested equal to them).
  *
  * Gradients are accumulated per chunk of samples (chunk boundaries depend on n only, never on
- * the number of threads) and summed over chunks by the caller in a fixed order, so a result does
- * not depend on how many threads ran it. Threads take whole chunks.
+ * the number of threads) and then summed over the chunks in chunk order, so a result does not
+ * depend on how many threads ran it. Threads take whole chunks. moesim_fused_forward is the
+ * forward pass alone (evaluation): the routed layer, or every expert on every sample.
+ *
+ * Written with GCC vector extensions (8 floats; AVX2 + FMA where -march=native has them): the
+ * inner loops keep 4 patches x 16 filters of pre-activations in registers.
  *
  * Layouts (all float32, C-contiguous):
- *   x (n, d, P): the samples patch-minor (the P values of one coordinate side by side); xs (n, d) = sum_p x^(p); y (n,); noise (S, n, M);
+ *   x (n, d, P): the samples patch-minor (the P values of one coordinate side by side);
+ *   xs (n, d) = sum_p x^(p); y (n,); noise (S, n, M);
  *   theta (S, d, Mp): the router, M padded to Mp (a multiple of 8, at most MAX_EXPERTS) with zeros;
  *   w (S, M, d, Jp): filters transposed, J padded to Jp (a multiple of 16) with zero filters;
  *   bias (S, M, Jp) or NULL; a (Jp,) with zeros on padding filters.

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from .config import Config, GATES, LOSSES
-from .model import Params, is_linear
+from .model import Params, Workspace, is_linear
 from .step import StepOutput
 
 SOURCE = Path(__file__).with_name("fused_step.c")
@@ -180,21 +180,6 @@ def _padded_filters(W: torch.Tensor, b: torch.Tensor | None, a: torch.Tensor):
     return w, bp, ap, Jp
 
 
-class Workspace:
-    """Buffers reused from step to step for the kernel's per-chunk gradient sums (fresh large
-    buffers cost page faults every step). Only internal buffers live here: what a step returns is
-    always newly allocated."""
-
-    def __init__(self):
-        self.buffers: dict[str, torch.Tensor] = {}
-
-    def get(self, name: str, shape: tuple, like: torch.Tensor) -> torch.Tensor:
-        t = self.buffers.get(name)
-        if t is None or t.shape != shape or t.dtype != like.dtype:
-            t = self.buffers[name] = like.new_empty(shape)
-        return t
-
-
 class _Prepared:
     """A call's inputs in the kernel's layout."""
 
@@ -255,7 +240,7 @@ def _run(cfg: Config, params: Params, x, x_sum, y, noise, a, router: bool, work:
     expert = torch.empty(S, n, dtype=torch.long)
     x_sum = None if x_sum is None else x_sum.contiguous()  # read by the router and by linear experts
     y = y.contiguous()
-    noise = noise.contiguous() if router else None
+    noise = noise.contiguous() if router and noise is not None else None  # NULL: no noise
     status = k.lib.moesim_fused_step(
         _ptr(k.x), _ptr(x_sum), _ptr(y), _ptr(noise), _ptr(k.theta), _ptr(k.w), _ptr(k.bias), _ptr(k.a),
         _ptr(margin), _ptr(loss), _ptr(expert), _ptr(gw), _ptr(gb), _ptr(gth), _ptr(gw_out), _ptr(gb_out),

@@ -174,30 +174,32 @@ def routing_layout(expert: torch.Tensor, n_experts: int, block: int | None = Non
                          n_blocks=n_blocks, block=B)
 
 
-class RoutedBuffer:
-    """A reusable buffer for the gathered sample rows of the routed kernels (no per-step allocation).
-
-    Padding rows hold a copy of sample 0: their outputs are never read and their gradient
-    weight is exactly zero, so they do not change any result.
+class Workspace:
+    """Named buffers reused from step to step (a fresh large buffer costs page faults every step):
+    the routed kernels' gathered sample rows (``"rows"``; padding rows hold a copy of sample 0,
+    never read, with gradient weight exactly zero) and the fused kernel's per-chunk gradient sums.
+    Only internal buffers live here: what a step returns is always newly allocated.
     """
 
     def __init__(self):
-        self.rows: torch.Tensor | None = None
+        self.buffers: dict[str, torch.Tensor] = {}
 
-    def get(self, shape, like: torch.Tensor) -> torch.Tensor:
-        if self.rows is None or self.rows.shape != shape or self.rows.dtype != like.dtype or self.rows.device != like.device:
-            self.rows = like.new_zeros(shape)
-        return self.rows
+    def get(self, name: str, shape, like: torch.Tensor) -> torch.Tensor:
+        shape = tuple(shape)
+        t = self.buffers.get(name)
+        if t is None or t.shape != shape or t.dtype != like.dtype or t.device != like.device:
+            t = self.buffers[name] = like.new_zeros(shape)
+        return t
 
 
 def expert_outputs_routed(cfg: Config, params: Params, x: torch.Tensor, a: torch.Tensor,
                           expert: torch.Tensor, layout: RoutingLayout | None = None,
-                          buffer: RoutedBuffer | None = None) -> torch.Tensor:
+                          buffer: Workspace | None = None) -> torch.Tensor:
     """f_{m_i}(x_i) of the routed expert only, for every run and sample: (S, n).
 
     Args:
         x: (n, P, d) samples (shared by the runs). expert: (S, n) routed expert index.
-        layout: a precomputed ``routing_layout(expert, M)``. buffer: a reusable row buffer.
+        layout: a precomputed ``routing_layout(expert, M)``. buffer: a ``Workspace`` for the rows.
     """
     W, b = params.W, params.b
     S, M, J, d = W.shape
@@ -213,7 +215,7 @@ def expert_outputs_routed(cfg: Config, params: Params, x: torch.Tensor, a: torch
     R = lay.n_blocks * lay.block
     flat = x.reshape(n, P * d)
     if buffer is not None:
-        rows = torch.index_select(flat, 0, lay.source, out=buffer.get((R, P * d), x))
+        rows = torch.index_select(flat, 0, lay.source, out=buffer.get("rows", (R, P * d), x))
     else:
         rows = torch.index_select(flat, 0, lay.source)  # padding rows repeat sample 0: finite, never read
     rows3 = rows.view(lay.n_blocks, lay.block * P, d)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import Config
-from .model import Params, RoutedBuffer, is_linear, router_logits, routing_layout
+from .model import Params, Workspace, is_linear, router_logits, routing_layout
 
 
 @dataclass
@@ -63,7 +63,7 @@ def loss_and_derivative(cfg: Config, margin: torch.Tensor, single: bool) -> tupl
     return F.softplus(-t), -torch.sigmoid(-t) * (1 - t * t) / 2
 
 
-def _routed_experts(cfg: Config, W, b, a, x, y, gate, lay, buffer: RoutedBuffer | None, tile_elements: int = 2**18):
+def _routed_experts(cfg: Config, W, b, a, x, y, gate, lay, buffer: Workspace | None, tile_elements: int = 2**18):
     """f of each (run, sample) through its routed expert, and the experts' loss gradients.
 
     Rows of the expert-sorted buffer (``routing_layout``) are processed in tiles of whole blocks
@@ -91,7 +91,7 @@ def _routed_experts(cfg: Config, W, b, a, x, y, gate, lay, buffer: RoutedBuffer 
     for b0 in range(0, lay.n_blocks, tile_blocks):
         b1 = min(b0 + tile_blocks, lay.n_blocks)
         r0, r1 = b0 * B, b1 * B
-        out = buffer.get((tile_blocks * B, P * d), x)[: r1 - r0] if buffer is not None else None
+        out = buffer.get("rows", (tile_blocks * B, P * d), x)[: r1 - r0] if buffer is not None else None
         rows = torch.index_select(flat, 0, lay.source[r0:r1], out=out).view(b1 - b0, B * P, d)
         z = torch.bmm(rows, Wg[b0:b1].transpose(1, 2))
         if bg is not None:
@@ -117,7 +117,7 @@ def _routed_experts(cfg: Config, W, b, a, x, y, gate, lay, buffer: RoutedBuffer 
 
 
 def moe_step(cfg: Config, params: Params, x: torch.Tensor, x_sum: torch.Tensor, y: torch.Tensor,
-             noise: torch.Tensor, a: torch.Tensor, buffer: RoutedBuffer | None = None) -> StepOutput:
+             noise: torch.Tensor, a: torch.Tensor, buffer: Workspace | None = None) -> StepOutput:
     """Loss of Algorithm 1 and its gradients for S runs (no load-balancing term)."""
     W, b, theta = params.W, params.b, params.theta
     S, M, J, d = W.shape
@@ -169,7 +169,7 @@ def moe_step(cfg: Config, params: Params, x: torch.Tensor, x_sum: torch.Tensor, 
 
 
 def single_step(cfg: Config, params: Params, x: torch.Tensor, y: torch.Tensor, a: torch.Tensor,
-                buffer: RoutedBuffer | None = None, tile_elements: int = 2**19) -> StepOutput:
+                buffer: Workspace | None = None, tile_elements: int = 2**19) -> StepOutput:
     """Logistic loss of single CNNs F(x) = sum_j a_j sum_p sigma(<w_j, x^(p)> + b_j) and its gradients.
 
     The loss is a mean of per-sample terms, so the batch is processed in tiles of samples whose

@@ -24,7 +24,7 @@ from . import fused
 from . import step as step_mod
 from .config import ENGINES, Config, default_lr_single
 from .model import (
-    Params, RoutedBuffer, expert_outputs_dense, expert_outputs_routed, gate_values, generator, init_params,
+    Params, Workspace, expert_outputs_dense, expert_outputs_routed, gate_values, generator, init_params,
     load_balancing_loss, loss_from_margin, router_logits, second_layer,
 )
 
@@ -119,7 +119,7 @@ class _Noise:
         self.device = device
         self.fixed = None
         if cfg.router_noise == "fixed":
-            self.fixed = self._uniform() * cfg.noise_scale
+            self.fixed = self._fresh()
         elif cfg.router_noise == "none":
             self.fixed = torch.stack([torch.randn(n, M, generator=g, device=device, dtype=dtype)
                                       for g in self.gens]) * 1e-5
@@ -128,23 +128,26 @@ class _Noise:
             self.buffers = [torch.empty(len(seeds), n, M, device=device, dtype=dtype) for _ in range(2)]
             self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moesim-noise")
 
-    def _uniform(self) -> torch.Tensor:
-        return torch.stack([torch.rand(self.n, self.M, generator=g, device=self.device, dtype=self.dtype)
-                            for g in self.gens])
+    def _uniform(self, out: torch.Tensor | None = None) -> torch.Tensor:
+        """U[0,1] for each run into ``out`` (default: a new tensor): what torch.rand(n, M,
+        generator=g) draws for each run's generator g."""
+        out = torch.empty(len(self.gens), self.n, self.M, device=self.device, dtype=self.dtype) if out is None else out
+        for row, g in zip(out, self.gens):
+            row.uniform_(generator=g)
+        return out
 
-    def _fill(self, buf: torch.Tensor) -> torch.Tensor:
-        for row, g in zip(buf, self.gens):
-            row.uniform_(generator=g)  # what torch.rand(n, M, generator=g) draws
-        return buf.mul_(self.cfg.noise_scale) if self.cfg.noise_scale != 1 else buf
+    def _fresh(self, out: torch.Tensor | None = None) -> torch.Tensor:
+        r = self._uniform(out)
+        return r.mul_(self.cfg.noise_scale) if self.cfg.noise_scale != 1 else r
 
     def draw(self) -> torch.Tensor:
         if self.fixed is not None:
             return self.fixed
         if self.pool is None:
-            return self._uniform() * self.cfg.noise_scale
-        cur = self.pending.result() if self.pending is not None else self._fill(self.buffers[0])
+            return self._fresh()
+        cur = self.pending.result() if self.pending is not None else self._fresh(self.buffers[0])
         nxt = self.buffers[1] if cur is self.buffers[0] else self.buffers[0]
-        self.pending = self.pool.submit(self._fill, nxt)
+        self.pending = self.pool.submit(self._fresh, nxt)
         return cur
 
     def close(self) -> None:
@@ -232,7 +235,7 @@ def make_problem(cfg: Config, data=None) -> Problem:
 
 
 def forward_train(cfg: Config, params: Params, prob: Problem, noise: torch.Tensor, a: torch.Tensor,
-                  buffer: RoutedBuffer | None = None):
+                  buffer: Workspace | None = None):
     """Loss of Algorithm 1 at the current parameters: (loss per run (S,), margins (S, n), expert (S, n))."""
     if cfg.architecture == "single":
         f = expert_outputs_dense(cfg, params, prob.x, a)[:, 0]
@@ -375,7 +378,8 @@ def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Proble
     first_bad = torch.full((S,), T, dtype=torch.long, device=dev)  # first non-finite loss
     best = torch.full((S,), float("inf"), device=dev, dtype=dt)
     snaps: list[dict[str, torch.Tensor]] = []
-    buffer = fused.Workspace() if engine == "fused" else RoutedBuffer()  # reused from step to step
+    buffer = Workspace()  # the step's internal buffers, reused from step to step
+    kernels = fused if engine == "fused" else step_mod  # hand-written gradients (unless autograd)
 
     def snapshot(step: int) -> None:
         p = params.detach()
@@ -414,7 +418,6 @@ def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Proble
         for step in range(T):
             r = noise.draw() if noise is not None else None
             if use_fast:
-                kernels = fused if engine == "fused" else step_mod
                 out = (kernels.moe_step(cfg, params, prob.x, prob.x_sum, prob.y, r, a, buffer) if is_moe
                        else kernels.single_step(cfg, params, prob.x, prob.y, a, buffer))
                 loss, margin, expert, grads = out.loss, out.margin, out.expert, out.grads

@@ -41,6 +41,8 @@ def test_run_writes_loadable_results(tmp_path, capsys):
     (["run", "--seeds", "0"], "seeds"),
     (["run", "--seeds", "5-2"], "seeds"),
     (["run", "--device", "tpu"], "device"),
+    (["run", "--preset", "paper-s1-quick", "--engine", "fused", "--set", "dtype=float64", "--set", "n_train=100",
+      "--set", "n_test=20", "--no-progress"], "engine='fused' cannot run here: dtype torch.float64"),
 ])
 def test_bad_input_exits_2_with_one_message(args, words, capsys):
     assert cli(args) == 2

@@ -17,7 +17,7 @@ ACTIVATIONS = ("linear", "cubic", "power", "relu", "tanh", "gelu", "celu")
 ARCHITECTURES = ("moe", "single")
 OUTPUT_HEADS = ("single", "two")
 LOSSES = ("logistic", "double_softmax_ce")
-GATES = ("softmax", "noisy_logit", "noisy_softmax")
+GATES = ("softmax", "noisy_logit", "noisy_softmax", "unit")
 INITS = ("gaussian", "uniform")
 NORMALIZATIONS = ("frobenius", "sum_of_norms", "per_tensor", "none")
 STOPPINGS = ("fixed", "official")
@@ -54,6 +54,7 @@ class Config:
     sigma_p: float = 1.0  # Gaussian patches are N(0, sigma_p^2 / d I)
     data_scale: float = 10.0  # global factor on every patch (official code: x10)
     shuffle_patches: bool = True  # randomly permute the patches of each sample
+    shuffle_labels: bool = False  # broken model on purpose: permute the training labels (y independent of x)
     data_rng: str = "torch"  # "torch": vectorized generator; "official": uclaml/MoE's RNG order
     data_seed: int = 12  # seed of the data generator (official s1: 12, s2-s4: 11)
 
@@ -69,9 +70,12 @@ class Config:
     init: str = "gaussian"  # "gaussian": N(0, init_sigma^2); "uniform": U(+-1/sqrt(d)) * init_uniform_scale
     init_sigma: float = 1e-3  # sigma_0 of the Gaussian init (paper)
     init_uniform_scale: float = 1e-3  # factor on PyTorch's Conv1d default init for MoE experts (code)
+    shared_init: bool = False  # broken model on purpose: every expert starts from expert 0's W^(0) (and b)
+    router_init_sigma: float = 0.0  # Theta^(0) ~ N(0, s^2) entries; 0 = Algorithm 1's zero init
 
     # --- routing: noisy top-1 -------------------------------------------------------------
-    gate: str = "softmax"  # "softmax": pi_m(h) clean (paper); "noisy_logit": h_m + r_m (code); "noisy_softmax"
+    gate: str = "softmax"  # "softmax": pi_m(h) clean (paper); "noisy_logit": h_m + r_m (code); "noisy_softmax";
+    #                        "unit": the top-1 gate renormalized to 1 (broken on purpose: no task gradient to the router)
     router_noise: str = "fresh"  # "fresh": new U[0,1] each step (Alg. 1); "fixed": one draw; "none": 1e-5 tie-break
     noise_scale: float = 1.0  # router noise is noise_scale * U[0, 1]
     test_noise: bool = False  # add router noise at evaluation too (official code)
@@ -179,6 +183,7 @@ class Config:
         _positive("data_scale", self.data_scale)
         _positive("init_sigma", self.init_sigma)
         _positive("init_uniform_scale", self.init_uniform_scale)
+        _positive("router_init_sigma", self.router_init_sigma, allow_zero=True)
         _positive("lr_expert", self.lr_expert)
         _positive("lr_router", self.lr_router, allow_zero=True)
         _positive("lr_single", self.lr_single, allow_zero=True)
@@ -262,22 +267,97 @@ MODELS: dict[str, dict[str, typing.Any]] = {
 }
 
 
+# --- Theorem 4.2's regime -------------------------------------------------------------------
+
+#: The constant in front of each order of Theorem 4.2, with its reason. The theorem fixes only
+#: orders in d; these constants make them numbers at a finite d (``theory_values``).
+THEORY_CONSTANTS: dict[str, float] = dict(
+    # M = ceil(c_M K log K log log d): c_M = 1 gives M = 8 at d = 50, K = 4, the paper's M.
+    c_M=1.0,
+    # J = ceil(c_J log M log log d): c_J = 1 gives J = 3 at d = 50 (the smallest J the order allows
+    # there; the official code's 16 filters are far above it).
+    c_J=1.0,
+    # sigma_0 = d^(-a): a = 1/3 is the lower end of the allowed interval [d^(-1/3), d^(-0.01)], the
+    # end closest to the official code's small init.
+    a_sigma=1 / 3,
+    # eta = c_eta sigma_0 (eta = O~(sigma_0)): 1/25 puts the end of exploration,
+    # T1 = floor(eta^-1 sigma_0^(1/2)) = 25 d^(1/6), at 48 steps for d = 50, and makes each
+    # normalized step < 4 % of sigma_0.
+    c_eta=1 / 25,
+    # eta_r = c_router M^2 eta (eta_r = Theta(M^2) eta): c_router = 1.
+    c_router=1.0,
+    # n = c_n d (n = Omega(d)): c_n = 20 (n = 4000 at d = 200, the size of the quick tier).
+    c_n=20.0,
+    # T = ceil(c_T / eta) (T = O~(1/eta)): c_T = 10, i.e. 10 / eta steps, about 20 T1.
+    c_T=10.0,
+)
+
+
+def theory_values(d: int, n_clusters: int = 4, **constants: float) -> dict[str, typing.Any]:
+    """Every condition of Theorem 4.2 made a number at patch dimension ``d``.
+
+    Algorithm 1 semantics, unit-scale data (``data_scale = 1``) of setting 1's ranges, and
+    M, J, sigma_0, eta, eta_r, n, T from their orders with the constants of ``THEORY_CONSTANTS``
+    (any of which ``constants`` may change). Requires d >= 16 (log log d > 0 with room).
+    """
+    unknown = sorted(set(constants) - set(THEORY_CONSTANTS))
+    if unknown:
+        raise ConfigError(f"unknown theory constant(s) {unknown}; allowed: {', '.join(THEORY_CONSTANTS)}")
+    if isinstance(d, bool) or not isinstance(d, int) or d < 16:
+        raise ConfigError(f"d={d!r} is not allowed for the theory regime; give an integer patch dimension >= 16")
+    c = dict(THEORY_CONSTANTS, **constants)
+    K = n_clusters
+    llog = math.log(math.log(d))
+    M = math.ceil(c["c_M"] * K * math.log(K) * llog)
+    J = math.ceil(c["c_J"] * math.log(M) * llog)
+    sigma0 = d ** (-c["a_sigma"])
+    eta = c["c_eta"] * sigma0
+    n = int(round(c["c_n"] * d))
+    return dict(
+        PAPER_SEMANTICS, **SETTINGS["s1"], data_scale=1.0, patch_dim=d, n_clusters=K, n_experts=M, n_filters=J,
+        init_sigma=sigma0, lr_expert=eta, lr_router=c["c_router"] * M**2 * eta, n_train=n, n_test=n,
+        n_steps=math.ceil(c["c_T"] / eta),
+    )
+
+
+def exploration_length(cfg: "Config") -> int:
+    """T1 = floor(eta^-1 sigma_0^(1/2)), the end of the exploration stage (Section 5)."""
+    return int(math.floor(cfg.init_sigma**0.5 / cfg.lr_expert))
+
+
+#: Patch dimensions with a named theory preset (``theory-d<d>``); any d >= 16 works through
+#: ``theory_values``.
+THEORY_DIMS = (32, 50, 64, 100, 128, 200, 256, 400)
+
+
 def preset_names() -> list[str]:
     names = []
     for sem in SEMANTICS:
         for s in SETTINGS:
             names += [f"{sem}-{s}", f"{sem}-{s}-quick"]
+    names += [f"theory-d{d}" for d in THEORY_DIMS]
     return names
 
 
 def preset(name: str, model: str | None = None, **overrides: typing.Any) -> Config:
-    """Build a config from a preset name ``{paper|official}-{s1|s2|s3|s4|verify}[-quick]``.
+    """Build a config from a preset name ``{paper|official}-{s1|s2|s3|s4|verify}[-quick]`` or
+    ``theory-d<d>`` (Theorem 4.2's regime at patch dimension d, see ``theory_values``).
 
     Args:
         name: the preset.
         model: optional model name (``moe-nonlinear``, ``single-linear``, ... see ``MODELS``).
         overrides: single fields to change after the preset is applied.
     """
+    if isinstance(name, str) and name.startswith("theory-d") and name[8:].isdigit():
+        values = theory_values(int(name[8:]))
+        if model is not None:
+            if model not in MODELS:
+                raise ConfigError(f"model={model!r} is not allowed; choose one of: {', '.join(MODELS)}")
+            values.update(MODELS[model])
+        values.update(overrides)
+        return Config().replace(**values)
+    if not isinstance(name, str):
+        raise ConfigError(f"preset={name!r} is not allowed; choose one of: {', '.join(preset_names())}")
     parts = name.split("-")
     quick = parts[-1] == "quick"
     if quick:

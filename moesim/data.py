@@ -108,7 +108,11 @@ def generate(cfg: Config, *, seed: int | None = None, rng: str | None = None) ->
     else:
         raise ValueError(f"rng={rng!r} is not allowed; choose 'torch' or 'official'")
     n = cfg.n_train
-    return data.subset(slice(0, n)), data.subset(slice(n, n + cfg.n_test))
+    train, test = data.subset(slice(0, n)), data.subset(slice(n, n + cfg.n_test))
+    if cfg.shuffle_labels:  # broken on purpose: the training labels no longer depend on x
+        g = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 0x1ABE15]).generate_state(1)[0]))
+        train = dataclasses.replace(train, y=train.y[torch.randperm(n, generator=g)])
+    return train, test
 
 
 # --- vectorized generator ------------------------------------------------------------------

@@ -126,6 +126,8 @@ def unsupported(cfg: Config, x: torch.Tensor) -> str | None:
         return "a linear single model (one matrix-vector product per step: the eager step is faster)"
     if cfg.load_balancing > 0:
         return "load_balancing > 0 (uses autograd)"
+    if cfg.gate == "unit" and cfg.architecture == "moe":
+        return "gate='unit' (a broken model for the mutation matrix; the eager step runs it)"
     if cfg.experts > MAX_EXPERTS:
         return f"n_experts={cfg.experts} (the fused kernel takes at most {MAX_EXPERTS})"
     return None

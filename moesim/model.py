@@ -90,6 +90,9 @@ def generator(seed: int, stream: str, device) -> torch.Generator:
 def init_params(cfg: Config, seeds: list[int], *, device="cpu", dtype=torch.float32) -> Params:
     """W^(0) and Theta^(0) = 0 for each seed (Algorithm 1, step 1).
 
+    Two switches break this on purpose (the mutants of ``moesim.claims.mutants``):
+    ``shared_init`` gives every expert expert 0's draw, ``router_init_sigma > 0`` a random Theta^(0).
+
     Gaussian: w ~ N(0, sigma_0^2). Uniform (code): PyTorch's Conv1d default U(+-1/sqrt(d)) for
     weight and bias, times ``init_uniform_scale`` for MoE experts (``small=True``); singles x1.
     """
@@ -107,10 +110,18 @@ def init_params(cfg: Config, seeds: list[int], *, device="cpu", dtype=torch.floa
             b = (torch.rand(M, J, generator=g, dtype=torch.float64) * 2 - 1) * bound * scale
         Ws.append(W)
         bs.append(b)
-    W = torch.stack(Ws).to(device=device, dtype=dtype)
-    b = torch.stack(bs).to(device=device, dtype=dtype) if cfg.expert_bias else None
-    theta = torch.zeros(len(seeds), d, M, device=device, dtype=dtype)
-    return Params(W, b, theta)
+    W = torch.stack(Ws)
+    b = torch.stack(bs)
+    if cfg.shared_init:  # broken on purpose: every expert starts where expert 0 starts
+        W, b = W[:, :1].expand_as(W).clone(), b[:, :1].expand_as(b).clone()
+    W = W.to(device=device, dtype=dtype)
+    b = b.to(device=device, dtype=dtype) if cfg.expert_bias else None
+    theta = torch.zeros(len(seeds), d, M, dtype=torch.float64)
+    if cfg.router_init_sigma > 0:  # a random router (Algorithm 1 starts from Theta^(0) = 0)
+        for i, s in enumerate(seeds):
+            g = torch.Generator().manual_seed(seed_stream(s, "router-init"))
+            theta[i] = torch.randn(d, M, generator=g, dtype=torch.float64) * cfg.router_init_sigma
+    return Params(W, b, theta.to(device=device, dtype=dtype))
 
 
 # --- experts ---------------------------------------------------------------------------------
@@ -243,8 +254,11 @@ def gate_values(cfg: Config, h: torch.Tensor, noisy: torch.Tensor, expert: torch
     ``softmax``: pi_m(x) = softmax(h)_m of the clean logits (paper, Section 3; the top-1 gate
     is *not* renormalized to 1, so the router gets a gradient from the task loss).
     ``noisy_logit``: h_m + r_m (official synthetic code). ``noisy_softmax``: softmax(h + r)_m.
+    ``unit``: pi_m / pi_m = 1, a broken model: the router still routes but gets no task gradient.
     """
     idx = expert[..., None]
+    if cfg.gate == "unit":  # renormalized to 1: the output no longer depends on h
+        return torch.ones_like(expert, dtype=h.dtype)
     if cfg.gate == "softmax":
         return torch.gather(torch.softmax(h, -1), 2, idx)[..., 0]
     if cfg.gate == "noisy_logit":

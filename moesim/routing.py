@@ -22,15 +22,23 @@ def noisy_top1(h: torch.Tensor, *, generator: torch.Generator | None = None, sca
 
 
 def routing_probabilities(h: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """Exact p(h) of Lemma 5.1 for gating outputs ``h`` of shape (..., M); float64, same shape."""
+    """Exact p(h) of Lemma 5.1 for gating outputs ``h`` of shape (..., M); float64, same shape.
+
+    Differentiable: autograd through it gives the Jacobian of p (a C^1 function), ties included.
+    """
     h = torch.as_tensor(h, dtype=torch.float64)
     M = h.shape[-1]
     if M == 1:
         return torch.ones_like(h)
     diff = h[..., :, None] - h[..., None, :]  # diff[..., m, m'] = h_m - h_m'
     # breakpoints in u where a factor starts (u = -diff) or stops (u = 1 - diff) growing
-    bps = torch.cat([-diff, 1 - diff, torch.zeros_like(diff[..., :1]), torch.ones_like(diff[..., :1])], -1)
-    bps = bps.clamp(0, 1).sort(-1).values  # (..., M, 2M+2)
+    raw = torch.cat([-diff, 1 - diff], -1)
+    # A breakpoint outside (0, 1) is pinned to the integration limit: it carries no gradient, also
+    # when it sits exactly on 0 or 1 (a plain clamp would pass the gradient there, and at ties such
+    # as h = 0 autograd would move the limits of integration: a Jacobian wrong by up to 1).
+    bps = torch.where((raw > 0) & (raw < 1), raw, raw.detach().clamp(0, 1))
+    bps = torch.cat([bps, torch.zeros_like(diff[..., :1]), torch.ones_like(diff[..., :1])], -1)
+    bps = bps.sort(-1).values  # (..., M, 2M+2)
     lo, hi = bps[..., :-1], bps[..., 1:]
     nodes, weights = np.polynomial.legendre.leggauss(M // 2 + 1)
     nodes = torch.as_tensor((nodes + 1) / 2, dtype=torch.float64)

@@ -126,7 +126,10 @@ def moe_step(cfg: Config, params: Params, x: torch.Tensor, x_sum: torch.Tensor, 
     noisy = h + noise
     expert = noisy.argmax(-1)
     idx = expert[..., None]
-    if cfg.gate == "noisy_logit":
+    if cfg.gate == "unit":
+        gate = torch.ones(S, n, dtype=x.dtype, device=x.device)
+        probs = None
+    elif cfg.gate == "noisy_logit":
         gate = torch.gather(noisy, 2, idx)[..., 0]
         probs = None
     else:
@@ -158,7 +161,9 @@ def moe_step(cfg: Config, params: Params, x: torch.Tensor, x_sum: torch.Tensor, 
             gb = (P * gsum[:, None] * a).view(S, M, J)
 
     # router: dL/dh, then dL/dTheta = x_sum^T dL/dh
-    if probs is None:
+    if cfg.gate == "unit":
+        dh = torch.zeros_like(h)
+    elif probs is None:
         dh = torch.zeros_like(h).scatter_(2, idx, dgate[..., None])
     else:
         onehot = torch.zeros_like(probs).scatter_(2, idx, 1.0)

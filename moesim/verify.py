@@ -3,6 +3,9 @@
     moesim verify                 # --quick: n = 4000, seeds 0-2 (a few minutes on 2 CPU cores)
     moesim verify --full          # the paper's n = 16000, 10 seeds, one-sided 95 % bounds
     moesim verify --claims thm4.2,lemma5.1 --set lr_router=0    # break the model under test
+    moesim verify --regime theory  # the dynamics claims in Theorem 4.2's own regime (theory-d200)
+    moesim verify --mutants        # the claims x broken-models matrix (moesim.claims.mutants)
+    moesim verify --scaling        # the scaling-law predictions (the `scaling` tier)
 
 The claims are ``moesim.claims`` (the same objects ``tests/theory`` asserts on). The table has one
 row per check: claim | prediction | measured (with its spread or bound) | verdict. It is printed
@@ -27,6 +30,15 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     size.add_argument("--full", dest="scale", action="store_const", const="full",
                       help="the paper's size: n = 16000, 10 seeds, one-sided 95 %% confidence bounds")
     p.set_defaults(scale="quick")
+    p.add_argument("--regime", action="append", default=None, choices=("official", "paper", "theory"),
+                   help="where the dynamics claims run (repeatable): the official code on setting 1, Algorithm 1 "
+                        "at the official operating point, or Theorem 4.2's own regime (default: official and paper)")
+    p.add_argument("--theory-dim", type=int, default=None,
+                   help="patch dimension d of --regime theory (default: the tested d, see moesim.claims.base)")
+    p.add_argument("--mutants", nargs="?", const="all", default=None, metavar="NAMES",
+                   help="check the claims on each broken model (comma-separated names, default all) and print the "
+                        "claims x mutants matrix")
+    p.add_argument("--scaling", action="store_true", help="run the scaling-law tier instead of the core claims")
     p.add_argument("--claims", default=None, help="comma-separated claim names (default: all; see --list)")
     p.add_argument("--seeds", default=None, help="model seeds: a count (10), a list (0,3,5) or a range (0-9)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
@@ -46,18 +58,36 @@ def main(args: argparse.Namespace) -> int:
     from .config import parse_override
     from .training import check_device
 
+    tier = "scaling" if args.scaling else "core"
     if args.list:
-        for name in claims.names():
+        for name in claims.names(tier):
             c = claims.get(name)
             print(f"{name:20s} {c.reference}\n{'':20s} {c.prediction}")
+            if c.detects:
+                print(f"{'':20s} detects: {', '.join(c.detects)}")
         return 0
-    selected = None
-    if args.claims:
+    selected = claims.names(tier)
+    if args.claims is not None:
         selected = [s.strip() for s in args.claims.split(",") if s.strip()]
-        unknown = [s for s in selected if s not in claims.names()]
+        unknown = [s for s in selected if s not in claims.names(tier)]
         if unknown or not selected:
-            raise UsageError(f"--claims {args.claims!r}: unknown claim(s) {unknown}; "
-                             f"allowed: {', '.join(claims.names())}")
+            raise UsageError(f"--claims {args.claims!r}: unknown or empty claim list {unknown}; "
+                             f"allowed: {', '.join(claims.names(tier))}")
+    mutant_names = None
+    if args.mutants is not None:
+        from .claims import mutants
+
+        mutant_names = list(mutants.MUTANTS) if args.mutants == "all" else [
+            m.strip() for m in args.mutants.split(",") if m.strip()]
+        unknown = [m for m in mutant_names if m not in mutants.MUTANTS]
+        if unknown or not mutant_names:
+            raise UsageError(f"--mutants {args.mutants!r}: unknown or empty mutant list {unknown}; "
+                             f"allowed: {', '.join(mutants.MUTANTS)}")
+        if args.overrides:
+            raise UsageError("--mutants and --set cannot be combined: each mutant is its own set of overrides")
+    regimes = tuple(dict.fromkeys(args.regime)) if args.regime else claims.DEFAULT_REGIMES
+    if args.theory_dim is not None and args.theory_dim < 16:
+        raise UsageError(f"--theory-dim {args.theory_dim} is not allowed; give an integer >= 16")
     scale = claims.SCALES[args.scale]
     if args.seeds is not None:
         scale = scale.with_seeds(parse_seeds(args.seeds))
@@ -69,7 +99,8 @@ def main(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    out = Path(args.out or f"runs/verify-{scale.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    kind = "mutants" if mutant_names is not None else ("scaling" if args.scaling else "verify")
+    out = Path(args.out or f"runs/{kind}-{scale.name}-{time.strftime('%Y%m%d-%H%M%S')}")
 
     def log(text: str) -> None:
         print(f"[verify {time.perf_counter() - t0:7.1f} s] {text}", file=sys.stderr, flush=True)
@@ -78,27 +109,59 @@ def main(args: argparse.Namespace) -> int:
         return progress_bar(total, desc, not args.no_progress)
 
     t0 = time.perf_counter()
-    ctx = claims.Context(scale, overrides, device=args.device, progress=progress, log=log)
-    log(f"scale {scale.name}: n = {scale.n}, seeds {list(scale.seeds)}"
+    cache = claims.RunCache()
+
+    def context(over: dict):
+        return claims.Context(scale, over, device=args.device, progress=progress, log=log, cache=cache,
+                              regimes=regimes, theory_dim=args.theory_dim)
+
+    ctx = context(overrides)
+    log(f"scale {scale.name}: n = {scale.n}, seeds {list(scale.seeds)}, regimes {list(regimes)}"
+        + (f" (theory d = {ctx.theory_dim})" if "theory" in regimes else "")
         + (f", model under test changed by {overrides}" if overrides else ""))
 
     def done(res) -> None:
         log(f"{res.verdict} {res.name} ({res.wall_time_s:.1f} s)")
 
+    if mutant_names is not None:
+        return _mutation_matrix(claims, context, selected, mutant_names, scale, regimes, out, t0, log)
     results = claims.run_claims(ctx, selected, on_result=done)
     wall = time.perf_counter() - t0
     header = dict(scale=scale.name, n=scale.n, seeds=list(scale.seeds), statistics=scale.statistics,
+                  regimes=list(regimes), theory_dim=ctx.theory_dim if "theory" in regimes else None,
                   overrides=overrides, device=args.device, wall_time_s=round(wall, 1),
                   train_time_s=round(ctx.train_seconds, 1), passed=all(r.passed for r in results),
                   claims_passed=sum(r.passed for r in results), claims_total=len(results), **environment())
     table = markdown(results, header)
     print(table)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "verify.md").write_text(table + "\n")
-    (out / "verify.json").write_text(json.dumps(dict(header, claims=[r.to_dict() for r in results]), indent=2) + "\n")
+    _write(out, "verify", table, dict(header, claims=[r.to_dict() for r in results]))
     print(f"{header['claims_passed']}/{len(results)} claims passed in {wall:.0f} s; written to {out}/verify.md and "
           f"{out}/verify.json")
     return 0 if header["passed"] else 1
+
+
+def _write(out: Path, stem: str, table: str, payload: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.md").write_text(table + "\n")
+    (out / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def _mutation_matrix(claims, context, selected, mutant_names, scale, regimes, out, t0, log) -> int:
+    """Check ``selected`` claims on the unbroken model and on each mutant; print the matrix.
+
+    Exit 0 when the unbroken model passes every claim and every claim fails on every mutant it
+    declares (``Claim.detects``); 1 otherwise.
+    """
+    from .claims import mutants
+
+    matrix = mutants.run_matrix(claims, context, selected, mutant_names, log=log)
+    wall = time.perf_counter() - t0
+    table = mutants.matrix_markdown(matrix, scale, regimes, wall)
+    print(table)
+    _write(out, "mutants", table, dict(scale=scale.name, seeds=list(scale.seeds), regimes=list(regimes),
+                                       wall_time_s=round(wall, 1), **matrix.to_dict(), **environment()))
+    print(f"mutation matrix: {'complete' if matrix.ok else 'INCOMPLETE'} in {wall:.0f} s; written to {out}/mutants.md")
+    return 0 if matrix.ok else 1
 
 
 def environment() -> dict:
@@ -125,7 +188,8 @@ def markdown(results, header: dict) -> str:
     lines = [
         f"# moesim verify ({header['scale']}): {header['claims_passed']}/{header['claims_total']} claims pass",
         "",
-        f"n = {header['n']} training and test points, seeds {header['seeds']}, device {header['device']}{over}. "
+        f"n = {header['n']} training and test points (theory regime: n = c_n d), seeds {header['seeds']}, "
+        f"regimes {header.get('regimes')}, device {header['device']}{over}. "
         f"Rule: {rule}. Wall time {header['wall_time_s']} s (training {header['train_time_s']} s); "
         f"moesim {header['moesim']}, torch {header['torch']}.",
         "",

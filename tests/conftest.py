@@ -7,6 +7,17 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import Phase, settings
+
+#: Hypothesis profiles, chosen by the environment variable HYPOTHESIS_PROFILE (default "ci"):
+#: "ci" is deterministic and quick (the same examples every run, no shrinking); "explore" draws
+#: many fresh examples to hunt for counterexamples (run on purpose, e.g.
+#: ``HYPOTHESIS_PROFILE=explore pytest tests/theory/test_invariances.py``). A test's own
+#: ``@settings(max_examples=...)`` still overrides the profile's count.
+settings.register_profile("ci", derandomize=True, max_examples=10, deadline=None, database=None,
+                          phases=(Phase.explicit, Phase.reuse, Phase.generate))
+settings.register_profile("explore", max_examples=500, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # The official-order generator caches its output on disk; tests use a private cache.
 os.environ["MOESIM_CACHE"] = tempfile.mkdtemp(prefix="moesim-test-cache-")

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 # import order = registration order = the order of the verify table
 from . import single_expert, moe, lemma51, ablations  # noqa: F401, I001
-from .base import FULL, QUICK, REGISTRY, SCALES, Check, Claim, ClaimResult, Context, RunCache, Scale
+from .base import (DEFAULT_REGIMES, FULL, QUICK, REGIMES, REGISTRY, SCALES, THEORY_TEST_DIM, Check, Claim, ClaimResult,
+                   Context, RunCache, Scale)
 
 
-def names() -> list[str]:
-    """Every claim's name, in table order."""
-    return list(REGISTRY)
+def names(tier: str | None = "core") -> list[str]:
+    """Every claim's name of ``tier`` (None: every tier), in table order."""
+    return [n for n, c in REGISTRY.items() if tier is None or c.tier == tier]
 
 
 def get(name: str) -> Claim:
@@ -42,5 +43,5 @@ def run_claims(ctx: Context, selected: list[str] | None = None, on_result=None) 
     return out
 
 
-__all__ = ["FULL", "QUICK", "SCALES", "Check", "Claim", "ClaimResult", "Context", "RunCache", "Scale", "get", "names",
+__all__ = ["DEFAULT_REGIMES", "REGIMES", "THEORY_TEST_DIM", "FULL", "QUICK", "SCALES", "Check", "Claim", "ClaimResult", "Context", "RunCache", "Scale", "get", "names",
            "run_claims"]

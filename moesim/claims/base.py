@@ -10,8 +10,7 @@ verdict. ``moesim verify`` and ``tests/theory`` both call these objects; nothing
 Two scales (``Scale``):
 
 * ``QUICK``: n = 4000 training and test points, seeds 0, 1, 2. A per-seed property must hold for
-  a majority of the seeds (i.e. the median seed; SPEC section 6 states its suggested assertions
-  on medians of 2-3 seeds), a quantity is compared through its median.
+  a majority of the seeds (i.e. the median seed), a quantity is compared through its median.
 * ``FULL``: the paper's n = 16000, seeds 0..9. A per-seed property must have a one-sided 95 %
   Clopper-Pearson lower bound >= 1/2 on the probability that a seed satisfies it (10 seeds: at
   least 9 must); a quantity is compared through a one-sided 95 % Student-t bound on its mean.
@@ -33,6 +32,17 @@ from . import stats
 
 #: A per-seed property passes the statistical tier when P(seed satisfies it) >= this, at 95 %.
 MIN_SUCCESS_PROBABILITY = 0.5
+#: Where the dynamics claims can run: the official code (setting 1), Algorithm 1 at the official
+#: operating point (``paper-s1``), and Theorem 4.2's own regime (``theory-d<d>``).
+REGIMES = ("official", "paper", "theory")
+#: ``moesim verify`` without ``--regime``: the paper's runs, under both semantics.
+DEFAULT_REGIMES = ("official", "paper")
+#: The patch dimension of the theory regime's checks: of d = 100, 200, 400 (6 seeds each,
+#: benchmarks/results/calibration/theory_regime.md) the smallest at which Theorem 4.2 (1), (2) and
+#: the uniform routing of stage 1 both hold for a majority of seeds. No-collapse, the router margin
+#: and the experts' specialisation by T1 do not hold there yet (findings, asserted as such in
+#: tests/theory/test_theory_regime.py).
+THEORY_TEST_DIM = 400
 
 
 @dataclass(frozen=True)
@@ -46,7 +56,7 @@ class Scale:
     single_seeds: tuple[int, ...]  # seeds of the (expensive) single CNNs of Theorem 4.1
     verify_n_train: int  # training points of the Theorem 4.1 models (verify data; test set: n points)
     single_steps: int  # Adam steps of the single CNNs (official: up to 801)
-    paper_steps: int  # T of the paper-semantics MoE runs (Algorithm 1, fixed T; SPEC T2c: 300-500)
+    paper_steps: int  # T of the paper-semantics MoE runs (Algorithm 1, fixed T)
     lemma_pairs: int  # random (h, h_hat) pairs of the Lemma 5.1 check
 
     def __post_init__(self):
@@ -59,10 +69,10 @@ class Scale:
         return dataclasses.replace(self, seeds=tuple(seeds))
 
 
-#: Quick: the Theorem 4.1 models train on 2000 verify points (SPEC 6.1 T1b: n ~ 2000-4000) and the
+#: Quick: the Theorem 4.1 models train on 2000 verify points and the
 #: single CNNs take 200 Adam steps (their test accuracy is flat from step ~100 on; measured with 128
-#: filters, n = 4000, 801 steps); paper-semantics MoE runs take T = 300 steps (SPEC T2c: 300-500;
-#: at n = 4000 they reach 100 % training accuracy and zero dispatch entropy by step ~100).
+#: filters, n = 4000, 801 steps); paper-semantics MoE runs take T = 300 steps (at n = 4000 they
+#: reach 100 % training accuracy and zero dispatch entropy by step ~100).
 QUICK = Scale("quick", n=4000, seeds=(0, 1, 2), statistics="median", single_seeds=(0,), verify_n_train=2000,
               single_steps=200, paper_steps=300, lemma_pairs=400)
 #: Full: the paper's and the official code's sizes and step counts.
@@ -132,8 +142,11 @@ class Claim:
         reference: where the paper states it (theorem, lemma, table).
         statement: the claim in words.
         prediction: what is checked at finite size.
-        source: where each threshold comes from (paper, or a margin on a SPEC measurement).
+        source: where each threshold comes from (paper, or a margin on a recorded measurement).
         measure: ``measure(ctx) -> list[Check]``.
+        detects: the broken models (``moesim.claims.mutants``) this claim must fail on, each with
+            the reason; the mutation matrix (``moesim verify --mutants``) asserts it.
+        tier: ``"core"`` (``moesim verify``) or ``"scaling"`` (``moesim verify --scaling``).
     """
 
     name: str
@@ -142,6 +155,8 @@ class Claim:
     prediction: str
     source: str
     measure: typing.Callable[["Context"], list[Check]]
+    detects: dict = field(default_factory=dict)
+    tier: str = "core"
 
     def check(self, ctx: "Context") -> ClaimResult:
         t0 = time.perf_counter()
@@ -155,13 +170,22 @@ class Claim:
 REGISTRY: dict[str, Claim] = {}
 
 
-def register(name: str, reference: str, statement: str, prediction: str, source: str):
-    """Decorator: turn ``measure(ctx) -> list[Check]`` into a registered ``Claim``."""
+TIERS = ("core", "scaling")
+
+
+def register(name: str, reference: str, statement: str, prediction: str, source: str, *,
+             detects: dict[str, str] | None = None, tier: str = "core"):
+    """Decorator: turn ``measure(ctx) -> list[Check]`` into a registered ``Claim``.
+
+    ``detects``: {mutant name: why this claim must fail on it}; ``tier``: one of ``TIERS``.
+    """
+    if tier not in TIERS:
+        raise ValueError(f"tier={tier!r}: choose one of {TIERS}")
 
     def wrap(fn):
         if name in REGISTRY:
             raise ValueError(f"claim {name!r} registered twice")
-        REGISTRY[name] = Claim(name, reference, statement, prediction, source, fn)
+        REGISTRY[name] = Claim(name, reference, statement, prediction, source, fn, dict(detects or {}), tier)
         return REGISTRY[name]
 
     return wrap
@@ -188,6 +212,12 @@ class Context:
             ablation set their defining field last). Single CNNs (Theorem 4.1's sum-form models)
             are not the model under test and do not receive them.
         device: ``cpu`` or ``cuda[:i]``.
+        regimes: where the dynamics claims run (``REGIMES``): the official code's semantics
+            (setting 1), the paper's Algorithm 1 at the official operating point (setting 1, x10
+            data), and/or Theorem 4.2's own regime (``theory-d<theory_dim>``).
+        theory_dim: the patch dimension d of the theory regime (default ``THEORY_TEST_DIM``).
+        custom: run the dynamics claims on this one MoE config instead (regime ``"custom"``; its own
+            n and T; the hypothesis tests draw these). The overrides still apply on top.
         progress: ``progress(desc, total) -> (update(step, total), close())`` for training runs.
         log: called with one line of text per event.
         cache: a ``RunCache`` to share with other contexts (keys are whole configs, so contexts
@@ -195,8 +225,18 @@ class Context:
     """
 
     def __init__(self, scale: Scale = QUICK, overrides: dict | None = None, device: str = "cpu",
-                 progress=None, log=None, cache: RunCache | None = None):
+                 progress=None, log=None, cache: RunCache | None = None,
+                 regimes: typing.Sequence[str] = DEFAULT_REGIMES, theory_dim: int | None = None,
+                 custom: Config | None = None):
         self.scale = scale
+        if custom is not None:
+            regimes = ("custom",)
+        unknown = [r for r in regimes if r not in REGIMES + (("custom",) if custom is not None else ())]
+        if unknown or not regimes:
+            raise ValueError(f"regimes={list(regimes)!r}: choose one or more of {', '.join(REGIMES)}")
+        self.regimes = tuple(regimes)
+        self.custom = custom
+        self.theory_dim = THEORY_TEST_DIM if theory_dim is None else theory_dim
         self.overrides = dict(overrides or {})
         self.device = device
         self.progress = progress
@@ -206,12 +246,14 @@ class Context:
         if self.overrides:
             preset("official-s1", "moe-nonlinear", **self.overrides)  # fail early on a bad override
 
-    def config(self, base: str, model: str, *, subject: bool = True, **changes) -> Config:
+    def config(self, base: str, model: str, *, subject: bool = True, sized: bool = True, **changes) -> Config:
         """The config of ``base`` (``official-s1``, ``paper-verify``, ...) and ``model`` at this scale.
 
-        ``subject``: apply the model-under-test overrides (MoE runs only).
+        ``subject``: apply the model-under-test overrides (MoE runs only). ``sized``: n_train =
+        n_test = the scale's n (a ``theory-d<d>`` preset keeps its own n = c_n d).
         """
-        values = dict(n_train=self.scale.n, n_test=self.scale.n, device=self.device)
+        values = dict(n_train=self.scale.n, n_test=self.scale.n) if sized else {}
+        values["device"] = self.device
         if subject and model.startswith("moe"):
             values.update(self.overrides)
         values.update(changes)
@@ -222,7 +264,8 @@ class Context:
         from ..data import generate
 
         fields = ("n_clusters", "n_patches", "patch_dim", "n_train", "n_test", "alpha_range", "beta_range",
-                  "gamma_range", "sigma_p", "data_scale", "shuffle_patches", "data_rng", "data_seed")
+                  "gamma_range", "sigma_p", "data_scale", "shuffle_patches", "shuffle_labels", "data_rng",
+                  "data_seed")
         key = json.dumps({f: getattr(cfg, f) for f in fields}, sort_keys=True, default=list)
         if key not in self.cache.datasets:
             self.cache.datasets[key] = generate(cfg)

@@ -1,4 +1,4 @@
-"""The swap construction behind Theorem 4.1 (SPEC section 6.1), from a dataset's latent variables.
+"""The swap construction behind Theorem 4.1 (the proof of Theorem 4.1), from a dataset's latent variables.
 
 Take a sample's latent tuple: cluster k, feature-noise cluster k' != k, magnitudes alpha, beta,
 gamma and Gaussian patches xi. Its four points, with labels, are (patch order: the ``+-alpha v_k``

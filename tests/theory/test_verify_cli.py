@@ -25,6 +25,10 @@ def test_list_names_every_claim(capsys):
     (["--seeds", "x"], "--seeds"),
     (["--device", "cuda:7"], "device"),
     (["--threads", "0"], "--threads"),
+    (["--claims", ""], "--claims"),
+    (["--mutants", "no-such-mutant"], "--mutants"),
+    (["--mutants", "frozen-router", "--set", "lr_router=0"], "--mutants"),
+    (["--theory-dim", "3", "--regime", "theory"], "--theory-dim"),
 ])
 def test_bad_input_exits_2_naming_the_parameter(argv, message, capsys, tmp_path):
     assert cli(["verify", "--no-progress", "--out", str(tmp_path), *argv]) == 2
@@ -61,3 +65,20 @@ def test_failing_claim_exits_1(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "**FAIL**" in out and "0/1 claims pass" in out
     assert json.loads((tmp_path / "verify.json").read_text())["claims"][0]["verdict"] == "FAIL"
+
+
+def test_regime_choice_is_checked(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli(["verify", "--regime", "nowhere"])
+    assert exc.value.code == 2
+
+
+def test_mutation_matrix_command_end_to_end(tmp_path, capsys, monkeypatch):
+    """--mutants on a cheap claim: the matrix is printed and written; a claim that declares no mutant
+    leaves every mutant undeclared, so the matrix is incomplete (exit 1)."""
+    assert cli(["verify", "--mutants", "shuffled-labels", "--claims", "lemma5.1", "--no-progress",
+                "--out", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "| claim | unbroken | shuffled-labels |" in out and "INCOMPLETE" in out
+    data = json.loads((tmp_path / "mutants.json").read_text())
+    assert data["undetected"] == ["shuffled-labels"] and data["unbroken"] == {"lemma5.1": True}

@@ -47,6 +47,12 @@ def regime_config(ctx: Context, regime: str, model: str = "moe-nonlinear", **cha
     return ctx.config(f"{regime}-s1", model, record_every=10**6, **changes)
 
 
+def is_algorithm1(cfg) -> bool:
+    """Whether ``cfg`` trains by Algorithm 1 (logistic loss of the gated output, fixed T), as the
+    paper and theory regimes do, rather than by the official code's double softmax with early stopping."""
+    return cfg.loss == "logistic" and cfg.stopping == "fixed"
+
+
 def regime_label(ctx: Context, regime: str) -> str:
     """How a regime is named in a check's prediction."""
     return f"theory d={ctx.theory_dim}" if regime == "theory" else regime
@@ -151,7 +157,7 @@ def thm42(ctx: Context):
         tag = regime_label(ctx, regime)
         tr = np.asarray(res.summary["train_accuracy"], dtype=np.float64)
         te = np.asarray(res.summary["test_accuracy"], dtype=np.float64)
-        if regime != "official":
+        if is_algorithm1(res.config):
             checks.append(per_seed_check(f"{tag}: zero training error", tr >= 100.0, ctx.scale, values=tr,
                                          fmt="{:.2f}", per_seed_label="train % "))
         else:
@@ -224,8 +230,10 @@ def no_collapse(ctx: Context):
     "an expert in M_k aligns with c_k, not with the features v_j, until routing cluster k into M_k is "
     "deterministic.",
     "Per seed, in each regime, for every k and m = m*(k): argmax_k' <theta_m, c_k'> = k; <theta_m, c_k> > "
-    "max_j |<theta_m, v_j>|; and the clean logit margin h_m(x) - max_{m' not in M_k} h_m'(x) exceeds 1 on "
-    ">= 99 % of cluster k's test points.",
+    "max_j |<theta_m, v_j>|; and, for Algorithm 1 (paper and theory regimes), the clean logit margin "
+    "h_m(x) - max_{m' not in M_k} h_m'(x) exceeds 1 on >= 99 % of cluster k's test points. Under the official "
+    "code the margin is reported, not asserted: its early stopping at the loss floor ends training before "
+    "routing is deterministic (measured: benchmarks/results/calibration/hypothesis_dynamics.md).",
     "Derived, no calibrated margin: 'aligns with c_k rather than v_j' is the ratio > 1; a logit margin "
     "> 1 = the width of the U[0,1] noise support is where no noise draw can route x outside M_k (noisy "
     "routing has become deterministic); 99 % is the 1 - o(1) of Theorem 4.2 (4) at a 1 % allowance.",
@@ -250,17 +258,22 @@ def router_centers(ctx: Context):
         argmax_ok = (sel_c.argmax(-1) == np.arange(K)).all(1)
         ratio = own / np.abs(sel_f).max(-1).clip(min=1e-12)
         member, _ = expert_groups(res, competent=COMPETENT)
-        deterministic = router_logit_margin(ctx, res, member)  # (S, K)
-        checks += [
-            per_seed_check(f"{tag}: argmax_k' <theta_m*(k), c_k'> = k for all k", argmax_ok, ctx.scale,
-                           values=(sel_c.argmax(-1) == np.arange(K)).sum(1), fmt="{:.0f}",
-                           per_seed_label="k right "),
-            per_seed_check(f"{tag}: <theta_m*(k), c_k> > max_j |<theta_m*(k), v_j>| for all k", (ratio > 1).all(1),
-                           ctx.scale, values=ratio.min(1), fmt="{:.2f}", per_seed_label="min ratio "),
-            per_seed_check(f"{tag}: logit margin of m*(k) over experts outside M_k > 1 on >= 99 % of cluster k",
-                           (deterministic >= 0.99).all(1), ctx.scale, values=100 * deterministic.min(1),
-                           fmt="{:.1f}", per_seed_label="min % "),
-        ]
+        deterministic = (router_logit_margin(ctx, res, member) >= 0.99).all(1)  # (S,)
+        argmax = per_seed_check(f"{tag}: argmax_k' <theta_m*(k), c_k'> = k for all k", argmax_ok, ctx.scale,
+                                values=(sel_c.argmax(-1) == np.arange(K)).sum(1), fmt="{:.0f}",
+                                per_seed_label="k right ")
+        checks += [argmax, per_seed_check(f"{tag}: <theta_m*(k), c_k> > max_j |<theta_m*(k), v_j>| for all k",
+                                          (ratio > 1).all(1), ctx.scale, values=ratio.min(1), fmt="{:.2f}",
+                                          per_seed_label="min ratio ")]
+        if is_algorithm1(res.config):
+            checks.append(per_seed_check(
+                f"{tag}: logit margin of m*(k) over experts outside M_k > 1 on >= 99 % of cluster k", deterministic,
+                ctx.scale, values=100 * router_logit_margin(ctx, res, member).min(1), fmt="{:.1f}",
+                per_seed_label="min % "))
+        else:  # reported, not asserted: the official early stopping ends runs before this point
+            argmax.measured += (f"; routing deterministic (margin > 1 on >= 99 % of every cluster) in "
+                                f"{int(deterministic.sum())}/{deterministic.size} seeds, not asserted here")
+            argmax.values["deterministic_seeds"] = int(deterministic.sum())
     return checks
 
 
@@ -288,17 +301,21 @@ def exploration_steps(ctx: Context, regime: str) -> tuple[int, int]:
 @register(
     "exploration", "Section 5, exploration stage; Lemma 5.2",
     "Stage 1: while the router is still near zero, routing is near uniform (loads ~ n/M) and the experts "
-    "already specialise, each good on one cluster and poor on another, covering all K clusters. Stage 2: "
+    "already specialise, each good on one cluster and poor on another, on different clusters. Stage 2: "
     "the router then grows and learns the cluster centers.",
     "Per seed, in each regime, with T_r, T_e the stage-1 steps (theory regime: T1 = floor(eta^-1 sigma_0^(1/2)); "
     f"official code: {EXPLORATION_ROUTER_STEP}, {EXPLORATION_EXPERT_STEP}; paper preset: {PAPER_EXPLORATION_STEP}): dispatch entropy >= 0.97 ln K and "
     "every load within n/M +- 5 sd of Binomial(n, 1/M) for steps < T_r; at T_e >= M - 1 experts have "
-    "best-cluster accuracy >= 0.9 and worst-cluster accuracy <= 0.75 and their best clusters cover all K; "
+    "best-cluster accuracy >= 0.9 and worst-cluster accuracy <= 0.75, on at least 2 distinct clusters (how many "
+    "seeds cover all K is reported beside the coupon-collector probability); "
     "then max_m ||theta_m|| at the end > 100 x its value at T_r, and argmax_k' <theta_m*(k), c_k'> = k.",
     "5 sd: uniform routing makes each load Binomial(n, 1/M) (Lemma 5.1 at h = 0: p = 1/M), a band no "
     "uniform run leaves over M T_r comparisons; 0.97 ln K, 0.9 / 0.75 and the factor 100: margins on "
-    "measurements of the unbroken model (benchmarks/results/calibration/claims.md); coverage of all K "
-    "clusters: Theorem 4.2 (3) needs every M_k non-empty.",
+    "measurements of the unbroken model (benchmarks/results/calibration/claims.md); >= 2 distinct clusters: "
+    "with independent initial alignments all M experts pick one cluster with probability K^(1-M) (4^-7 at the "
+    "official M = 8). Covering all K (Theorem 4.2 (3): every M_k non-empty) has only the coupon-collector "
+    "probability at the official M = 8 (0.62), which is why the theorem asks M = Theta(K log K log log d): "
+    "reported, not asserted.",
     detects={
         "frozen-router": "stage 2 never starts: Theta stays 0",
         "linear-experts": "linear experts do not specialise in stage 1",
@@ -329,6 +346,8 @@ def exploration(ctx: Context):
         specialised = is_spec.sum(-1)
         best = acc.argmax(-1)  # (S, M)
         covered = np.array([len(set(best[s][is_spec[s]].tolist())) for s in range(best.shape[0])])
+        # all K covered when each expert picks a cluster uniformly: the coupon-collector probability
+        p_cover = sum((-1) ** i * math.comb(K, i) * ((K - i) / K) ** M for i in range(K + 1))
         took = np.asarray(later.summary["updates"])
         rc = final_snapshot(final, "router_center")  # (S, M, K)
         sel_c = rows_of(rc, majority_experts(final))
@@ -338,10 +357,20 @@ def exploration(ctx: Context):
                            ctx.scale, values=ent.min(0) / math.log(K), fmt="{:.3f}", per_seed_label="min / ln K "),
             per_seed_check(f"{tag}: every load within n/M +- 5 sd for steps < {T_r}", load_z <= 5.0, ctx.scale,
                            values=load_z, fmt="{:.1f}", per_seed_label="max |z| "),
-            per_seed_check(f"{tag}: >= M-1 experts specialised at step {T_e}, covering all K clusters",
-                           (specialised >= M - 1) & (covered == K) & (took == T_e), ctx.scale, values=specialised,
-                           fmt="{:.0f}", per_seed_label="experts "),
+            _with_coverage(per_seed_check(
+                f"{tag}: >= M-1 experts specialised at step {T_e}, on >= 2 distinct clusters",
+                (specialised >= M - 1) & (covered >= 2) & (took == T_e), ctx.scale, values=specialised, fmt="{:.0f}",
+                per_seed_label="experts "), covered, K, p_cover),
             per_seed_check(f"{tag}: stage 2: max ||theta_m|| grows > 100 x after step {T_r} and learns the centers",
                            learned, ctx.scale, values=growth, per_seed_label="growth "),
         ]
     return checks
+
+
+def _with_coverage(check, covered: np.ndarray, K: int, p_cover: float):
+    """Report (not assert) how many seeds' specialised experts cover all K clusters, beside the
+    coupon-collector probability that M independent uniform picks cover them."""
+    check.measured += (f"; all K = {K} clusters covered in {int((covered == K).sum())}/{covered.size} seeds "
+                       f"(M uniform picks cover them with probability {p_cover:.2f})")
+    check.values.update(covered=covered.tolist(), p_cover=p_cover)
+    return check

@@ -348,27 +348,18 @@ def preset(name: str, model: str | None = None, **overrides: typing.Any) -> Conf
         model: optional model name (``moe-nonlinear``, ``single-linear``, ... see ``MODELS``).
         overrides: single fields to change after the preset is applied.
     """
-    if isinstance(name, str) and name.startswith("theory-d") and name[8:].isdigit():
-        values = theory_values(int(name[8:]))
-        if model is not None:
-            if model not in MODELS:
-                raise ConfigError(f"model={model!r} is not allowed; choose one of: {', '.join(MODELS)}")
-            values.update(MODELS[model])
-        values.update(overrides)
-        return Config().replace(**values)
     if not isinstance(name, str):
         raise ConfigError(f"preset={name!r} is not allowed; choose one of: {', '.join(preset_names())}")
-    parts = name.split("-")
-    quick = parts[-1] == "quick"
-    if quick:
-        parts = parts[:-1]
-    if len(parts) != 2 or parts[0] not in SEMANTICS or parts[1] not in SETTINGS:
-        raise ConfigError(f"preset={name!r} is not allowed; choose one of: {', '.join(preset_names())}")
-    values: dict[str, typing.Any] = {}
-    values.update(SEMANTICS[parts[0]])
-    values.update(SETTINGS[parts[1]])
-    if quick:
-        values.update(QUICK)
+    if name.startswith("theory-d") and name[8:].isdigit():
+        values = theory_values(int(name[8:]))
+    else:
+        parts = name.split("-")
+        quick = parts[-1] == "quick"
+        if quick:
+            parts = parts[:-1]
+        if len(parts) != 2 or parts[0] not in SEMANTICS or parts[1] not in SETTINGS:
+            raise ConfigError(f"preset={name!r} is not allowed; choose one of: {', '.join(preset_names())}")
+        values = dict(SEMANTICS[parts[0]], **SETTINGS[parts[1]], **(QUICK if quick else {}))
     if model is not None:
         if model not in MODELS:
             raise ConfigError(f"model={model!r} is not allowed; choose one of: {', '.join(MODELS)}")

@@ -71,8 +71,11 @@ def update_readme() -> None:
     start, end = "<!-- theory-regime:start -->", "<!-- theory-regime:end -->"
     i, j = text.index(start) + len(start), text.index(end)
     data = json.loads(STORE.read_text())
+    notes = "".join(f"\n- d = {d}: {r['note']}" for d, r in sorted(data["results"].items(), key=lambda kv: int(kv[0]))
+                    if r.get("note"))
     body = (f"\n`python benchmarks/theory_regime.py --run 100,200,400` ({data['command']}; seeds 0-5, majority "
-            "rule; in parentheses the seeds that satisfy each check):\n\n" + table() + "\n")
+            "rule; in parentheses the seeds that satisfy each check; an empty cell was not measured):\n\n"
+            + table() + "\n" + (f"\nNotes:{notes}\n" if notes else ""))
     readme.write_text(text[:i] + body + text[j:])
 
 

@@ -35,7 +35,7 @@ def test_no_collapse_quick(quick_ctx, passes):
     Prediction (setting 1, n = 4000, seeds 0, 1, 2, paper and official semantics), for a majority of
     seeds: the majority experts m*(k) of the K clusters are distinct; each alone classifies its
     cluster at >= 97 % and some other cluster at <= 75 %; every group M_k is non-empty and receives
-    >= 90 % of cluster k. Thresholds: margins on the measured 100 %, 25-55 %, 4/4 distinct
+    >= 90 % of cluster k. Thresholds: margins on the measured 99.5-100 %, 50-52 %, 4/4 distinct
     (benchmarks/results/calibration/claims.md); 90 % is the theorem's 1 - o(1) with a 10-point margin.
     """
     passes(quick_ctx, "no-collapse")

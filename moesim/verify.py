@@ -39,6 +39,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="check the claims on each broken model (comma-separated names, default all) and print the "
                         "claims x mutants matrix")
     p.add_argument("--scaling", action="store_true", help="run the scaling-law tier instead of the core claims")
+    p.add_argument("--grid", default="full", choices=("full", "book", "smoke"),
+                   help="--scaling: grid size (full: the tier, ~30-60 min on 2 cores; book: the book's live part)")
+    p.add_argument("--store", default="runs/scaling.sqlite",
+                   help="--scaling: SQLite run store (runs already there are reused; default %(default)s)")
+    p.add_argument("--export", default=None, help="--scaling: folder for each prediction's per-run table (CSV, JSON)")
+    p.add_argument("--workers", type=int, default=None, help="--scaling: Dask workers (default: one per core)")
     p.add_argument("--claims", default=None, help="comma-separated claim names (default: all; see --list)")
     p.add_argument("--seeds", default=None, help="model seeds: a count (10), a list (0,3,5) or a range (0-9)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
@@ -116,6 +122,14 @@ def main(args: argparse.Namespace) -> int:
                               regimes=regimes, theory_dim=args.theory_dim)
 
     ctx = context(overrides)
+    if args.scaling:
+        from .claims import scaling
+
+        try:
+            scaling.configure(ctx, grid=args.grid, store=args.store, workers=args.workers, export=args.export,
+                              progress=not args.no_progress)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     log(f"scale {scale.name}: n = {scale.n}, seeds {list(scale.seeds)}, regimes {list(regimes)}"
         + (f" (theory d = {ctx.theory_dim})" if "theory" in regimes else "")
         + (f", model under test changed by {overrides}" if overrides else ""))
@@ -125,7 +139,12 @@ def main(args: argparse.Namespace) -> int:
 
     if mutant_names is not None:
         return _mutation_matrix(claims, context, selected, mutant_names, scale, regimes, out, t0, log)
-    results = claims.run_claims(ctx, selected, on_result=done)
+    try:
+        results = claims.run_claims(ctx, selected, on_result=done)
+    except ValueError as e:  # a --set that names an axis the scaling grid varies
+        if not args.scaling:
+            raise
+        raise UsageError(str(e)) from None
     wall = time.perf_counter() - t0
     header = dict(scale=scale.name, n=scale.n, seeds=list(scale.seeds), statistics=scale.statistics,
                   regimes=list(regimes), theory_dim=ctx.theory_dim if "theory" in regimes else None,

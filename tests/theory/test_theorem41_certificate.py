@@ -1,7 +1,7 @@
 """Theorem 4.1 (a): the exact swap certificate for sum-over-patches models.
 
 Claim (Theorem 4.1): if D_alpha = D_gamma, every F(x) = sum_p f(x^(p)) has Pr[y F(x) <= 0] >= 1/8.
-Proof mechanism (SPEC 6.1): each latent tuple gives a quadruple of four equally likely points
+Proof mechanism (the proof of Theorem 4.1): each latent tuple gives a quadruple of four equally likely points
 (``moesim.claims.swap``) of which at least one is misclassified by any such F.
 """
 
@@ -94,7 +94,7 @@ def test_theorem41_certificate_quick(quick_ctx, passes):
 
     Prediction: single CNNs (128 filters, official Adam training, verify data n = 4000, seed 0) with
     linear, cubic, ReLU, tanh, GELU and CELU activations, and 16 random per-patch MLPs (seeds 0-15),
-    each misclassify a point of every one of the 4000 test-set quadruples. Threshold: exact (SPEC 6.1 T1a).
+    each misclassify a point of every one of the 4000 test-set quadruples. Threshold: exact (the proof's pigeonhole argument).
     """
     passes(quick_ctx, "thm4.1-certificate")
 

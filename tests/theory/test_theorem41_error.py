@@ -11,7 +11,7 @@ from moesim.claims.single_expert import TRAINED_LOSS_RATIO, error_margin
 
 
 def test_error_margin_is_three_binomial_sigmas():
-    """The margin of the statistical check: 1/8 - 3 sqrt(1/8 * 7/8 / n) (SPEC 6.1 T1b: 0.109 at n = 4000)."""
+    """The margin of the statistical check: 1/8 - 3 sqrt(1/8 * 7/8 / n) (0.109 at n = 4000)."""
     assert error_margin(4000) == pytest.approx(0.125 - 3 * (0.125 * 0.875 / 4000) ** 0.5)
     assert 0.1093 < error_margin(4000) < 0.1094
 

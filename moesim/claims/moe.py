@@ -258,7 +258,8 @@ def router_centers(ctx: Context):
         argmax_ok = (sel_c.argmax(-1) == np.arange(K)).all(1)
         ratio = own / np.abs(sel_f).max(-1).clip(min=1e-12)
         member, _ = expert_groups(res, competent=COMPETENT)
-        deterministic = (router_logit_margin(ctx, res, member) >= 0.99).all(1)  # (S,)
+        share = router_logit_margin(ctx, res, member)  # (S, K)
+        deterministic = (share >= 0.99).all(1)  # (S,)
         argmax = per_seed_check(f"{tag}: argmax_k' <theta_m*(k), c_k'> = k for all k", argmax_ok, ctx.scale,
                                 values=(sel_c.argmax(-1) == np.arange(K)).sum(1), fmt="{:.0f}",
                                 per_seed_label="k right ")
@@ -268,7 +269,7 @@ def router_centers(ctx: Context):
         if is_algorithm1(res.config):
             checks.append(per_seed_check(
                 f"{tag}: logit margin of m*(k) over experts outside M_k > 1 on >= 99 % of cluster k", deterministic,
-                ctx.scale, values=100 * router_logit_margin(ctx, res, member).min(1), fmt="{:.1f}",
+                ctx.scale, values=100 * share.min(1), fmt="{:.1f}",
                 per_seed_label="min % "))
         else:  # reported, not asserted: the official early stopping ends runs before this point
             argmax.measured += (f"; routing deterministic (margin > 1 on >= 99 % of every cluster) in "

@@ -9,7 +9,9 @@ command line's ``--set name=value`` flips single fields.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import re
 import typing
 from dataclasses import dataclass
 
@@ -98,6 +100,13 @@ class Config:
     device: str = "cpu"  # "cpu" or "cuda[:i]"
     dtype: str = "float32"  # "float32" or "float64"
 
+    def __post_init__(self) -> None:
+        # a range given as a list ([1, 2], from JSON or YAML) is the same config as the tuple (1, 2)
+        for name in ("alpha_range", "beta_range", "gamma_range"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+
     def replace(self, **changes: typing.Any) -> "Config":
         """Return a copy with ``changes`` applied, validated."""
         unknown = sorted(set(changes) - set(field_names()))
@@ -114,10 +123,12 @@ class Config:
     @classmethod
     def from_dict(cls, d: dict[str, typing.Any]) -> "Config":
         """Inverse of ``to_dict`` (unknown keys are an error)."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config must be a mapping of field names to values, got {type(d).__name__}")
         unknown = sorted(set(d) - set(field_names()))
         if unknown:
             raise ConfigError(f"unknown config field(s) {unknown}")
-        kw = {k: tuple(v) if field_types()[k] is tuple else v for k, v in d.items()}
+        kw = {k: tuple(v) if field_types()[k] is tuple and isinstance(v, (list, tuple)) else v for k, v in d.items()}
         cfg = cls(**kw)
         cfg.validate()
         return cfg
@@ -137,7 +148,12 @@ class Config:
         return self.n_steps if self.architecture == "moe" else self.n_steps_single
 
     def validate(self) -> "Config":
-        """Check every field; raise ``ConfigError`` naming the first bad parameter."""
+        """Check every field; raise ``ConfigError`` naming the first bad parameter.
+
+        Every field's type is checked first (booleans are ``True``/``False``, not text or numbers;
+        text fields are text; ranges are pairs of numbers), then its value.
+        """
+        _check_types(self)
         _choice("architecture", self.architecture, ARCHITECTURES)
         _choice("activation", self.activation, ACTIVATIONS)
         _choice("output_heads", self.output_heads, OUTPUT_HEADS)
@@ -168,6 +184,11 @@ class Config:
         _int_at_least("n_steps_single", self.n_steps_single, 1)
         _int_at_least("record_every", self.record_every, 1)
         _int_at_least("data_seed", self.data_seed, 0)
+        seed_limit = 2**32 - 1 if self.data_rng == "official" else 2**64 - 1
+        if self.data_seed > seed_limit:
+            raise ConfigError(f"data_seed={self.data_seed} is not allowed with data_rng={self.data_rng!r}; it must be "
+                              f"<= {seed_limit} (2**{32 if self.data_rng == 'official' else 64} - 1, the range of "
+                              f"{'numpy RandomState' if self.data_rng == 'official' else 'torch.Generator'} seeds)")
         if self.output_heads == "two":
             for name in ("n_filters", "single_filters"):
                 if getattr(self, name) % 2:
@@ -190,9 +211,36 @@ class Config:
         _positive("noise_scale", self.noise_scale, allow_zero=True)
         _positive("load_balancing", self.load_balancing, allow_zero=True)
         _positive("weight_decay_single", self.weight_decay_single, allow_zero=True)
-        if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
-            raise ConfigError(f"device={self.device!r} is not allowed; use 'cpu', 'cuda' or 'cuda:<index>'")
+        check_device_name(self.device)
         return self
+
+
+def check_device_name(device: typing.Any, name: str = "device") -> None:
+    """``device`` is ``'cpu'``, ``'cuda'`` or ``'cuda:<index>'`` (index an integer >= 0), else ``ConfigError``."""
+    if not (isinstance(device, str) and re.fullmatch(r"cpu|cuda(:[0-9]+)?", device)):
+        raise ConfigError(f"{name}={device!r} is not allowed; use 'cpu', 'cuda' or 'cuda:<index>' (index >= 0)")
+
+
+def _check_types(cfg: "Config") -> None:
+    """Raise ``ConfigError`` naming the first field whose value is not of the field's type."""
+    for name, kind in _cached_field_types().items():
+        value = getattr(cfg, name)
+        if kind is bool:
+            ok, what = isinstance(value, bool), "True or False"
+        elif kind is str:
+            ok, what = isinstance(value, str), "text"
+        elif kind is int:
+            ok, what = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        elif kind is float:
+            ok, what = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        elif kind is tuple:
+            ok = (isinstance(value, tuple) and len(value) == 2
+                  and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+            what = "a pair (low, high) of numbers"
+        else:  # pragma: no cover - every field has one of the kinds above
+            ok, what = True, ""
+        if not ok:
+            raise ConfigError(f"{name}={value!r} has the wrong type ({type(value).__name__}); it must be {what}")
 
 
 def _choice(name: str, value: typing.Any, allowed: tuple[str, ...]) -> None:
@@ -216,6 +264,11 @@ def _positive(name: str, value: typing.Any, allow_zero: bool = False) -> None:
 
 def field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(Config)]
+
+
+@functools.lru_cache(maxsize=1)
+def _cached_field_types() -> dict[str, type]:
+    return field_types()
 
 
 def field_types() -> dict[str, type]:
@@ -361,7 +414,7 @@ def preset(name: str, model: str | None = None, **overrides: typing.Any) -> Conf
             raise ConfigError(f"preset={name!r} is not allowed; choose one of: {', '.join(preset_names())}")
         values = dict(SEMANTICS[parts[0]], **SETTINGS[parts[1]], **(QUICK if quick else {}))
     if model is not None:
-        if model not in MODELS:
+        if not isinstance(model, str) or model not in MODELS:
             raise ConfigError(f"model={model!r} is not allowed; choose one of: {', '.join(MODELS)}")
         values.update(MODELS[model])
     values.update(overrides)

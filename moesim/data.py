@@ -7,7 +7,7 @@ Two generators draw from the same distribution:
   ``RandomState`` for everything, ``torch.randperm`` for the patch order; SPEC section 1.2), so
   that setting 1 regenerates the stored labels, centers, features and cluster lists of
   uclaml/MoE element for element. It loops over samples (that is the order it must follow), so
-  its output is cached on disk (``$MOESIM_CACHE``, default ``~/.cache/moesim``).
+  its output is cached on disk (``moesim.outputs.cache_dir()``: ``$MOESIM_CACHE``, default ``~/.cache/moesim``).
 """
 
 from __future__ import annotations
@@ -232,7 +232,10 @@ def _official_latents(cfg: Config, seed: int) -> dict[str, np.ndarray]:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("MOESIM_CACHE", Path.home() / ".cache" / "moesim"))
+    """The cache root of ``moesim.outputs.cache_dir`` (generated data goes in its ``data/``)."""
+    from .outputs import cache_dir as root
+
+    return root()
 
 
 def _data_key(cfg: Config, seed: int) -> str:

@@ -50,9 +50,10 @@ class FusedUnavailable(RuntimeError):
 
 
 def cache_dir() -> Path:
-    """Where compiled kernels live: ``$MOESIM_CACHE`` or ``~/.cache/moesim``."""
-    root = os.environ.get("MOESIM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "moesim")
-    return Path(root) / "kernels"
+    """Where compiled kernels live: ``kernels/`` in ``moesim.outputs.cache_dir()``."""
+    from .outputs import cache_dir as root
+
+    return root() / "kernels"
 
 
 def _compiler() -> str:

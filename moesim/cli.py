@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import time
 from pathlib import Path
 
 SUBCOMMANDS = {
@@ -34,18 +33,31 @@ class UsageError(Exception):
     """Bad command-line input: printed as one line, exit code 2."""
 
 
+#: Most seeds one command takes: a batched run holds every seed's model, noise and history at
+#: once, so a list this long is refused before it is built (the memory check sizes the rest).
+MAX_SEEDS = 100_000
+
+
 def parse_seeds(text: str) -> list[int]:
-    """``"10"`` -> 0..9; ``"3,5,8"`` -> [3, 5, 8]; ``"4-7"`` -> 4..7."""
+    """``"10"`` -> 0..9; ``"3,5,8"`` -> [3, 5, 8]; ``"4-7"`` -> 4..7 (at most ``MAX_SEEDS``)."""
+
+    def check_count(count: int) -> None:
+        if count > MAX_SEEDS:
+            raise UsageError(f"--seeds {text!r} asks for {count} seeds; at most {MAX_SEEDS} in one command")
+
     try:
         if "," in text:
+            check_count(text.count(",") + 1)
             seeds = [int(s) for s in text.split(",") if s.strip()]
         elif "-" in text.strip("-"):
             lo, hi = text.split("-", 1)
+            check_count(int(hi) - int(lo) + 1)
             seeds = list(range(int(lo), int(hi) + 1))
         else:
             k = int(text)
             if k < 1:
                 raise UsageError(f"--seeds {text!r}: the number of seeds must be >= 1")
+            check_count(k)
             seeds = list(range(k))
     except ValueError:
         raise UsageError(f"--seeds {text!r} is not allowed; give a count (10), a list (0,3,5) or a range (0-9)") from None
@@ -85,9 +97,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
     add_config_arguments(p)
     p.add_argument("--seeds", default="10", help="number of seeds (10), a list (0,3,5) or a range (0-9)")
-    p.add_argument("--out", default=None, help="output folder (default runs/<preset>-<model>-<time>)")
+    p.add_argument("--out", default=None, help="output folder (default: a new runs/run-<preset>-<model>-<time>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder whole")
     p.add_argument("--engine", default="auto", choices=ENGINES,
                    help="how gradients are computed: fused C kernel, eager torch, autograd (default: auto)")
+    p.add_argument("--no-memory-check", action="store_true",
+                   help="train even when the memory estimate exceeds the available memory")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -124,31 +139,116 @@ def summary_table(result, setting: str | None, model: str | None) -> str:
     return "\n".join(lines)
 
 
+class signals_as_interrupts:
+    """Within this block SIGINT and SIGTERM stop training at the end of the current step.
+
+    The first signal sets ``received`` (``"SIGINT"``/``"SIGTERM"``) and ``check()`` (called after
+    each step) raises ``KeyboardInterrupt`` there, so the parameters are those of a completed step;
+    a second signal raises at once. ``exit_code`` is 130 (SIGINT) or 143 (SIGTERM).
+    """
+
+    def __init__(self):
+        self.received: str | None = None
+        self.previous: dict = {}
+
+    def _handle(self, signum, frame):
+        import signal
+
+        first = self.received is None
+        self.received = signal.Signals(signum).name
+        if not first:
+            raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+
+    @property
+    def exit_code(self) -> int:
+        return 143 if self.received == "SIGTERM" else 130
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
 def main_run(args: argparse.Namespace) -> int:
+    from . import memory
+    from .outputs import default_out, prepare_out
     from .results import save_run
-    from .training import DivergenceError, check_device, train
+    from .training import DivergenceError, TrainingInterrupted, check_device, train
 
     cfg = config_from_args(args)
     check_device(cfg.device)
     seeds = parse_seeds(args.seeds)
+    if not args.no_memory_check:
+        memory.check(cfg, len(seeds), args.engine)
     model = args.model or ("moe-nonlinear" if cfg.architecture == "moe" else "single-nonlinear")
     setting = args.preset.replace("-quick", "").split("-", 1)[1] if "-" in args.preset else None
-    out = Path(args.out or f"runs/{args.preset}-{model}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out = Path(args.out or default_out("run", f"{args.preset}-{model}"))
+    created = not out.exists()
+    prepare_out(out, args.overwrite)
+    about = {"preset": args.preset, "model": model}
     update, close = progress_bar(cfg.steps, f"{args.preset} {model} x{len(seeds)}", not args.no_progress)
+    guard = signals_as_interrupts()
     try:
-        result = train(cfg, seeds, progress=update, engine=args.engine)
+        with guard:
+            def step_done(step: int, total: int) -> None:
+                update(step, total)
+                guard.check()
+
+            result = train(cfg, seeds, progress=step_done, engine=args.engine, check_memory=False)
     except DivergenceError as err:
         close()
-        save_run(err.result, out, extra={"error": str(err), "diverged_at_step": err.step})
-        print(f"moesim: error: {err}; trajectory written to {out}", file=sys.stderr)
+        save_run(err.result, out, overwrite=args.overwrite, extra=dict(
+            about, status="diverged", incomplete=True, error=str(err).split(";")[0], diverged_at_step=err.step))
+        print(f"moesim: error: training diverged at step {err.step} (non-finite loss for seed(s) {err.seeds}); "
+              f"the trajectory before that step is written to {out}/", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as err:
+        close()
+        how = guard.received or "SIGINT"
+        if isinstance(err, TrainingInterrupted):
+            save_run(err.result, out, overwrite=args.overwrite, extra=dict(
+                about, status="interrupted", incomplete=True, signal=how, steps_done=err.steps_done))
+            print(f"moesim: interrupted by {how} after {err.steps_done} of {cfg.steps} steps; what was trained is "
+                  f"written to {out}/ (marked incomplete)", file=sys.stderr)
+        else:
+            if created:
+                _remove_if_empty(out)
+            print(f"moesim: interrupted by {how} before training started; nothing written", file=sys.stderr)
+        return 143 if how == "SIGTERM" else 130
+    except BaseException:
+        close()
+        if created:
+            _remove_if_empty(out)
+        raise
     close()
-    save_run(result, out, extra={"preset": args.preset, "model": model})
+    save_run(result, out, overwrite=args.overwrite, extra=dict(about, status="complete", incomplete=False))
     print(f"{args.preset}  {model}  seeds={seeds[0]}..{seeds[-1]} ({len(seeds)})  "
           f"wall time {result.wall_time:.1f} s")
     print(summary_table(result, setting, model))
     print(f"results: {out}/ (config.json, summary.json, trajectory.npz, params.pt)")
     return 0
+
+
+def _remove_if_empty(path: Path) -> None:
+    """Remove the folder ``prepare_out`` made when nothing was written into it."""
+    try:
+        path.rmdir()  # fails (and keeps it) when it is not empty
+    except OSError:
+        pass
 
 
 main = main_run

@@ -44,6 +44,20 @@ class DivergenceError(RuntimeError):
         self.step, self.seeds, self.result = step, seeds, result
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training was interrupted (Ctrl-C, or a signal turned into ``KeyboardInterrupt``).
+
+    ``result`` holds what was trained so far: the history of the ``steps_done`` completed
+    updates, the snapshots taken, the parameters after them, an empty summary, and
+    ``result.info["incomplete"] = True``. A ``KeyboardInterrupt``, so code that does not know it
+    still stops.
+    """
+
+    def __init__(self, steps_done: int, result: "RunResult"):
+        super().__init__(f"training interrupted after {steps_done} completed step(s)")
+        self.steps_done, self.result = steps_done, result
+
+
 @dataclass
 class Problem:
     """Training and test data on the device, in the layout the kernels want."""
@@ -93,8 +107,11 @@ def _dtype(cfg: Config) -> torch.dtype:
     return {"float32": torch.float32, "float64": torch.float64}[cfg.dtype]
 
 
-def check_device(device: str) -> None:
-    """Fail clearly when ``device`` names a GPU that is not there."""
+def check_device(device: str, name: str = "device") -> None:
+    """Fail clearly (``ConfigError``) when ``device`` is not a device name, or names a GPU that is not there."""
+    from .config import check_device_name
+
+    check_device_name(device, name)
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ValueError(f"device={device!r} is not available: torch sees no CUDA GPU; use device='cpu'")
@@ -315,7 +332,7 @@ def expert_cluster_accuracy(cfg: Config, params: Params, x: torch.Tensor, y: tor
 
 def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Problem | None = None,
           progress: Callable[[int, int], None] | None = None, keep_params: bool = True,
-          engine: str = "auto") -> RunResult:
+          engine: str = "auto", check_memory: bool = True) -> RunResult:
     """Train ``len(seeds)`` independent runs of ``cfg`` as one batched program.
 
     Args:
@@ -332,17 +349,26 @@ def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Proble
             (default): ``"fused"`` where it can run, else ``"eager"``. All compute the same
             numbers up to float rounding (tested); ``result.engine`` says which one ran. The
             load-balancing loss always uses autograd.
+        check_memory: before allocating, compare ``moesim.memory.estimate`` with the available
+            memory and raise ``MemoryCheckError`` (a ``ConfigError``) when it does not fit.
 
     Raises:
         DivergenceError: the loss became NaN or inf; ``err.result`` keeps the steps before it.
+        TrainingInterrupted: Ctrl-C (``KeyboardInterrupt``) during the steps; ``err.result``
+            keeps the completed steps, marked ``info["incomplete"]``.
     """
     cfg.validate()
     check_device(cfg.device)
+    if engine not in ENGINES:
+        raise ValueError(f"engine={engine!r} is not allowed; choose one of {', '.join(ENGINES)}")
+    if check_memory:
+        from . import memory
+
+        n_seeds = seeds if isinstance(seeds, int) and not isinstance(seeds, bool) else len(seeds)
+        memory.check(cfg, n_seeds, engine, option="check_memory=False", generate=data is None and problem is None)
     seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     if not seeds:
         raise ValueError("seeds is empty; give at least one seed")
-    if engine not in ENGINES:
-        raise ValueError(f"engine={engine!r} is not allowed; choose one of {', '.join(ENGINES)}")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds {seeds} contain duplicates")
     t0 = time.perf_counter()
@@ -450,6 +476,15 @@ def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Proble
             if progress is not None:
                 progress(step + 1, T)
         check_finite()
+    except KeyboardInterrupt as err:
+        if isinstance(err, TrainingInterrupted):
+            raise
+        part = result(updates)
+        part.info.update(incomplete=True, steps_done=updates)
+        part.params = Params(params.W.detach().cpu().clone(),
+                             None if params.b is None else params.b.detach().cpu().clone(),
+                             params.theta.detach().cpu().clone())
+        raise TrainingInterrupted(updates, part) from None
     finally:
         if noise is not None:
             noise.close()  # the background noise thread

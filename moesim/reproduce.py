@@ -151,7 +151,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--semantics", default="official", choices=("official", "paper"))
     p.add_argument("--quick", action="store_true", help="n = 4,000 instead of the paper's 16,000")
     p.add_argument("--device", default=None, help="cpu or cuda")
-    p.add_argument("--out", default="runs/table1", help="folder for table1.md and table1.json")
+    p.add_argument("--out", default=None,
+                   help="folder for table1.md and table1.json (default: a new runs/reproduce-table1-<time>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder whole")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -162,19 +164,29 @@ def main(args: argparse.Namespace) -> int:
     models = [m for m in args.models.split(",") if m]
     if not settings or not models:
         raise UsageError("--settings and --models must name at least one entry each")
+    bad = [s for s in settings if s not in TABLE1_SETTINGS] + [m for m in models if m not in TABLE1_MODELS]
+    if bad:
+        raise UsageError(f"--settings/--models: {', '.join(map(repr, bad))} not allowed; settings: "
+                         f"{', '.join(TABLE1_SETTINGS)}; models: {', '.join(TABLE1_MODELS)}")
     overrides = {"device": args.device} if args.device else {}
     if args.device:
         from .training import check_device
 
         check_device(args.device)
-    tab = table1(settings, models, parse_seeds(args.seeds), semantics=args.semantics, quick=args.quick,
+    seeds = parse_seeds(args.seeds)
+    from .outputs import default_out, prepare_out, write_atomic
+
+    out = prepare_out(args.out or default_out("reproduce", args.what), args.overwrite)  # before any training
+    tab = table1(settings, models, seeds, semantics=args.semantics, quick=args.quick,
                  overrides=overrides, progress=not args.no_progress,
                  log=lambda line: print(line, file=sys.stderr, flush=True))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     md = tab.markdown()
-    (out / "table1.md").write_text(md + "\n")
-    (out / "table1.json").write_text(json.dumps(tab.to_dict(), indent=2) + "\n")
+
+    def write(folder: Path) -> None:
+        (folder / "table1.md").write_text(md + "\n")
+        (folder / "table1.json").write_text(json.dumps(tab.to_dict(), indent=2) + "\n")
+
+    write_atomic(out, write, overwrite=args.overwrite)
     print(md)
     print(f"\nTable 1 ({args.semantics} semantics, n = {tab.n_train}) in {tab.wall_time_s:.0f} s wall time; "
           f"written to {out}/table1.md and table1.json")

@@ -51,7 +51,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="change the model under test (every MoE run), e.g. --set activation=linear or "
                         "--set lr_router=0 to break it on purpose (repeatable)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<i> (default %(default)s)")
-    p.add_argument("--out", default=None, help="output folder (default runs/verify-<scale>-<time>)")
+    p.add_argument("--out", default=None, help="output folder (default: a new runs/verify-<scale>-<time>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder whole")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is faster on a busy shared machine)")
     p.add_argument("--list", action="store_true", help="list the claims and exit")
@@ -106,7 +107,9 @@ def main(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     kind = "mutants" if mutant_names is not None else ("scaling" if args.scaling else "verify")
-    out = Path(args.out or f"runs/{kind}-{scale.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    from .outputs import default_out, prepare_out
+
+    out = prepare_out(args.out or default_out(kind, scale.name), args.overwrite)  # before any claim runs
 
     def log(text: str) -> None:
         print(f"[verify {time.perf_counter() - t0:7.1f} s] {text}", file=sys.stderr, flush=True)
@@ -138,7 +141,8 @@ def main(args: argparse.Namespace) -> int:
         log(f"{res.verdict} {res.name} ({res.wall_time_s:.1f} s)")
 
     if mutant_names is not None:
-        return _mutation_matrix(claims, context, selected, mutant_names, scale, regimes, out, t0, log)
+        return _mutation_matrix(claims, context, selected, mutant_names, scale, regimes, out, t0, log,
+                                args.overwrite)
     try:
         results = claims.run_claims(ctx, selected, on_result=done)
     except ValueError as e:  # a --set that names an axis the scaling grid varies
@@ -153,19 +157,24 @@ def main(args: argparse.Namespace) -> int:
                   claims_passed=sum(r.passed for r in results), claims_total=len(results), **environment())
     table = markdown(results, header)
     print(table)
-    _write(out, "verify", table, dict(header, claims=[r.to_dict() for r in results]))
+    _write(out, "verify", table, dict(header, claims=[r.to_dict() for r in results]), args.overwrite)
     print(f"{header['claims_passed']}/{len(results)} claims passed in {wall:.0f} s; written to {out}/verify.md and "
           f"{out}/verify.json")
     return 0 if header["passed"] else 1
 
 
-def _write(out: Path, stem: str, table: str, payload: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.md").write_text(table + "\n")
-    (out / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
+def _write(out: Path, stem: str, table: str, payload: dict, overwrite: bool = False) -> None:
+    from .outputs import write_atomic
+
+    def write(folder: Path) -> None:
+        (folder / f"{stem}.md").write_text(table + "\n")
+        (folder / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
+
+    write_atomic(out, write, overwrite=overwrite)
 
 
-def _mutation_matrix(claims, context, selected, mutant_names, scale, regimes, out, t0, log) -> int:
+def _mutation_matrix(claims, context, selected, mutant_names, scale, regimes, out, t0, log,
+                     overwrite: bool = False) -> int:
     """Check ``selected`` claims on the unbroken model and on each mutant; print the matrix.
 
     Exit 0 when the unbroken model passes every claim and every claim fails on every mutant it
@@ -178,7 +187,7 @@ def _mutation_matrix(claims, context, selected, mutant_names, scale, regimes, ou
     table = mutants.matrix_markdown(matrix, scale, regimes, wall)
     print(table)
     _write(out, "mutants", table, dict(scale=scale.name, seeds=list(scale.seeds), regimes=list(regimes),
-                                       wall_time_s=round(wall, 1), **matrix.to_dict(), **environment()))
+                                       wall_time_s=round(wall, 1), **matrix.to_dict(), **environment()), overwrite)
     print(f"mutation matrix: {'complete' if matrix.ok else 'INCOMPLETE'} in {wall:.0f} s; written to {out}/mutants.md")
     return 0 if matrix.ok else 1
 

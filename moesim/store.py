@@ -1,7 +1,17 @@
 """The run store: one embedded SQLite file holding one row per run (one config, one seed).
 
-A run's key is a content hash of its config, its seed and the moesim version (``run_key``), so
-the same run computed twice lands on the same row. Rows are only ever written whole: a run, its
+A run's key is a content hash of its config, its seed and the code that computes it
+(``run_key``), so the same run computed twice by the same code lands on the same row.
+
+The code is named by ``code_version()``: the moesim version plus ``code_fingerprint()``, a hash
+of the modules that compute a run's numbers (``FINGERPRINT_FILES``: the config and its
+validation, the data generator, the model, the eager and fused steps with the C kernel's source,
+training and metrics). Python files are hashed as their syntax tree without docstrings, so a
+comment or docstring edit keeps the runs; any other change gives new keys. Sweeps, store and
+command-line plumbing are not covered: they do not change a run's numbers. A stored run of the
+same config and seed under another code version is *stale*: ``RunStore.stale`` finds them, and a
+sweep refuses to mix them with new runs (``moesim sweep --retry-stale`` recomputes them with
+this code and takes the old rows out of the sweep; they stay in the file, under their own key). Rows are only ever written whole: a run, its
 trajectories and its sweep membership go in one transaction, in WAL mode with full sync, so a
 process killed at any instant (``kill -9``, Ctrl-C, power to the worker) leaves every committed
 run and no half run. A run that finished is never overwritten; a failed run may be replaced by a
@@ -14,13 +24,20 @@ Tables (schema ``SCHEMA_VERSION``, also in ``PRAGMA user_version``):
   error, metrics (JSON: the per-seed summary of ``moesim.train``), timing (wall and CPU seconds
   of the batch that trained the run, with the batch size), worker (host:pid);
 * ``trajectories``: key -> compressed ``.npz`` of that run's history and snapshots;
-* ``sweep_runs``: which sweep asked for which run; ``sweep_log``: one row per sweep invocation.
+* ``sweep_runs``: which sweep asked for which run; ``sweep_log``: one row per sweep invocation
+  (a row left open by a killed sweep is closed, marked interrupted, when that sweep next starts).
+
+The file is checked when opened, before any work: a missing folder is created (or the path named
+as impossible), a 0-byte file or a non-SQLite file is refused, and a store opened for writing must
+be writable with its folder (SQLite's WAL files live beside it). ``readonly=True`` opens a store
+for reading only, also in a read-only folder.
 
 Only the standard library, numpy and (for ``dataframe``) pandas are needed.
 """
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import io
@@ -95,7 +112,11 @@ def config_field_types() -> dict[str, type]:
 
 
 class StoreError(Exception):
-    """The file is not a moesim run store, or one of another schema version."""
+    """The file is not a moesim run store, one of another schema version, or cannot be used."""
+
+
+class StaleRunsError(StoreError):
+    """The store holds runs of the same configs and seeds computed by other code."""
 
 
 def canonical_config(cfg: Config | dict) -> dict[str, typing.Any]:
@@ -122,10 +143,45 @@ def config_hash(cfg: Config | dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+#: The files whose code computes a run's numbers (``code_fingerprint``).
+FINGERPRINT_FILES = ("config.py", "data.py", "model.py", "step.py", "fused.py", "fused_step.c", "training.py",
+                     "metrics.py")
+
+
+def _code_text(path: Path) -> bytes:
+    """A Python file as its syntax tree without docstrings (comments are never in it); other files as bytes."""
+    if path.suffix != ".py":
+        return path.read_bytes()
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False).encode()
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """16 hex digits of sha256 over ``FINGERPRINT_FILES`` (Python files without docstrings)."""
+    root = Path(__file__).parent
+    h = hashlib.sha256()
+    for name in FINGERPRINT_FILES:
+        h.update(name.encode() + b"\0" + _code_text(root / name) + b"\0")
+    return h.hexdigest()[:16]
+
+
+def code_version() -> str:
+    """``<moesim version>+code.<code_fingerprint()>``: the code a run was computed by."""
+    from . import __version__
+
+    return f"{__version__}+code.{code_fingerprint()}"
+
+
 def run_key(cfg: Config | dict, seed: int, version: str | None = None) -> str:
-    """The store key of one run: sha256 of config JSON + seed + moesim version."""
+    """The store key of one run: sha256 of config JSON + seed + code version (default ``code_version()``)."""
     if version is None:
-        from . import __version__ as version
+        version = code_version()
     blob = json.dumps({"config": canonical_config(cfg), "seed": int(seed), "moesim": version},
                       sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -175,27 +231,73 @@ class RunStore:
     Args:
         path: the database file.
         create: make a new store when ``path`` does not exist (otherwise ``FileNotFoundError``).
+        readonly: open for reading only (never creates or changes the file; works in a read-only
+            folder).
 
     Raises:
-        StoreError: ``path`` is not an SQLite database, is a database of something else, or a
-            store of another schema version.
+        StoreError: ``path`` cannot be created or written (for a writing store), is empty, is not
+            an SQLite database, is a database of something else, or a store of another schema
+            version.
     """
 
-    def __init__(self, path: str | os.PathLike, create: bool = True):
+    def __init__(self, path: str | os.PathLike, create: bool = True, readonly: bool = False):
         self.path = Path(path)
-        if not self.path.exists():
-            if not create:
+        self.readonly = readonly
+        memory = str(path) == ":memory:"
+        if memory:
+            pass
+        elif not self.path.exists():
+            if not create or readonly:
                 raise FileNotFoundError(f"no run store at {self.path}")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        elif self.path.is_dir():
-            raise StoreError(f"{self.path} is a directory, not a moesim run store (an SQLite file)")
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per run
-        self.conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise StoreError(f"run store {str(self.path)!r} cannot be created: its folder "
+                                 f"{str(self.path.parent)!r} cannot be made ({err.strerror or err})") from None
+            if not os.access(self.path.parent, os.W_OK | os.X_OK):
+                raise StoreError(f"run store {str(self.path)!r} cannot be created: its folder "
+                                 f"{str(self.path.parent)!r} is not writable")
+        else:
+            self._check_file(readonly)
+        try:
+            if memory:
+                self.conn = sqlite3.connect(":memory:", isolation_level=None)
+            elif readonly:
+                folder_writable = os.access(self.path.parent, os.W_OK | os.X_OK)
+                mode = "mode=ro" if folder_writable else "mode=ro&immutable=1"
+                uri = f"file:{_quote(self.path.resolve())}?{mode}"
+                self.conn = sqlite3.connect(uri, uri=True, timeout=60.0, isolation_level=None)
+            else:
+                # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per run
+                self.conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        except sqlite3.Error as err:
+            raise StoreError(f"run store {str(self.path)!r} cannot be opened: {err}") from None
         try:
             self._open()
         except BaseException:
             self.conn.close()
             raise
+
+    def _check_file(self, readonly: bool) -> None:
+        """An existing path: a non-empty SQLite file, writable with its folder unless ``readonly``."""
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a directory, not a moesim run store (an SQLite file)")
+        try:
+            with open(self.path, "rb") as f:
+                head = f.read(16)
+        except OSError as err:
+            raise StoreError(f"run store {str(self.path)!r} cannot be read: {err.strerror or err}") from None
+        if not head:
+            raise StoreError(f"{self.path} is an empty file (0 bytes), not a moesim run store; remove it or "
+                             f"name another store")
+        if head != b"SQLite format 3\x00":
+            raise StoreError(f"{self.path} is not a moesim run store: it is not an SQLite database")
+        if not readonly:
+            for what, where in (("file", self.path), ("folder", self.path.parent)):
+                if not os.access(where, os.W_OK):
+                    raise StoreError(f"run store {str(self.path)!r} is read-only (its {what} {str(where)!r} is not "
+                                     f"writable); a sweep writes every run into it: make it writable or name "
+                                     f"another store")
 
     def _open(self) -> None:
         c = self.conn
@@ -204,11 +306,14 @@ class RunStore:
         except sqlite3.DatabaseError as err:
             raise StoreError(f"{self.path} is not a moesim run store: it is not an SQLite database ({err})") from None
         if not tables:
+            if self.readonly:
+                raise StoreError(f"{self.path} is an empty SQLite database, not a moesim run store")
             self._initialize()
         else:
             self._check(tables)
-        c.execute("PRAGMA journal_mode = WAL")
-        c.execute("PRAGMA synchronous = FULL")
+        if not self.readonly:
+            c.execute("PRAGMA journal_mode = WAL")
+            c.execute("PRAGMA synchronous = FULL")
         c.execute("PRAGMA foreign_keys = ON")
 
     def _initialize(self) -> None:
@@ -271,8 +376,7 @@ class RunStore:
         """
         if record.status not in STATUSES:
             raise ValueError(f"status={record.status!r} is not allowed; choose one of: {', '.join(STATUSES)}")
-        from . import __version__
-        version = record.moesim_version or __version__
+        version = record.moesim_version or code_version()
         cfg = canonical_config(record.config)
         key = run_key(cfg, record.seed, version)
         blob = record.trajectory if isinstance(record.trajectory, bytes) else pack_arrays(record.trajectory)
@@ -298,8 +402,53 @@ class RunStore:
             self.conn.executemany("INSERT OR IGNORE INTO sweep_runs (sweep, key) SELECT ?, key FROM runs WHERE key = ?",
                                   [(sweep, k) for k in keys])
 
+    def stale(self, pairs: typing.Iterable[tuple[str, int]], version: str | None = None) -> list[dict[str, typing.Any]]:
+        """Stored runs of the ``(config_hash, seed)`` pairs computed by another code version than
+        ``version`` (default ``code_version()``): dicts with key, config_hash, seed, moesim_version, status."""
+        version = version or code_version()
+        wanted = set(pairs)
+        hashes = sorted({h for h, _ in wanted})
+        out = []
+        for i in range(0, len(hashes), 500):
+            chunk = hashes[i:i + 500]
+            q = (f"SELECT key, config_hash, seed, moesim_version, status FROM runs WHERE moesim_version != ? AND "
+                 f"config_hash IN ({', '.join('?' * len(chunk))})")
+            for key, h, seed, ver, status in self.conn.execute(q, [version, *chunk]):
+                if (h, seed) in wanted:
+                    out.append(dict(key=key, config_hash=h, seed=seed, moesim_version=ver, status=status))
+        return out
+
+    def remove_from_sweep(self, sweep: str, keys: typing.Iterable[str]) -> None:
+        """Take the runs ``keys`` out of ``sweep`` (the runs stay in the store)."""
+        with _transaction(self.conn):
+            self.conn.executemany("DELETE FROM sweep_runs WHERE sweep = ? AND key = ?", [(sweep, k) for k in keys])
+
+    def close_interrupted(self, sweep: str) -> int:
+        """Close the ``sweep_log`` rows of ``sweep`` left open by an invocation that was killed
+        (SIGKILL, power loss): mark them interrupted, with the runs committed to the sweep since
+        they started and the last such commit as their end. Returns how many were closed.
+
+        Called when the sweep starts again; two invocations of one sweep name at once on one
+        store are not supported (the second would close the first's row).
+        """
+        c = self.conn
+        with _transaction(c):
+            rows = c.execute("SELECT id, started_at FROM sweep_log WHERE sweep = ? AND finished_at IS NULL",
+                             (sweep,)).fetchall()
+            for log_id, started in rows:
+                n, last = c.execute(
+                    "SELECT count(*), max(r.committed_at) FROM runs r JOIN sweep_runs s ON s.key = r.key "
+                    "WHERE s.sweep = ? AND r.committed_at >= ?", (sweep, started)).fetchone()
+                failed = c.execute(
+                    "SELECT count(*) FROM runs r JOIN sweep_runs s ON s.key = r.key "
+                    "WHERE s.sweep = ? AND r.committed_at >= ? AND r.status = 'failed'", (sweep, started)).fetchone()[0]
+                c.execute("UPDATE sweep_log SET finished_at = ?, n_computed = ?, n_failed = ?, interrupted = 1 "
+                          "WHERE id = ?", (last if last is not None else started, n, failed, log_id))
+        return len(rows)
+
     def log_start(self, sweep: str, spec: dict, n_runs: int, n_stored: int, executor: str) -> int:
-        """Open a ``sweep_log`` row for one invocation; returns its id."""
+        """Open a ``sweep_log`` row for one invocation (closing rows a killed one left open); returns its id."""
+        self.close_interrupted(sweep)
         with _transaction(self.conn):
             cur = self.conn.execute(
                 "INSERT INTO sweep_log (sweep, spec, started_at, n_runs, n_stored_before, executor) "
@@ -408,8 +557,14 @@ def configs(df) -> list[Config]:
 
 def load_runs(path: str | os.PathLike, sweep: str | None = None):
     """One call: the runs of the store at ``path`` (optionally of one sweep) as a DataFrame."""
-    with RunStore(path, create=False) as store:
+    with RunStore(path, create=False, readonly=True) as store:
         return store.dataframe(sweep)
+
+
+def _quote(path: Path) -> str:
+    from urllib.parse import quote
+
+    return quote(str(path))
 
 
 class _transaction:

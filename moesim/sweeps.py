@@ -46,7 +46,9 @@ from pathlib import Path
 import numpy as np
 
 from .config import Config, ConfigError, field_names, parse_value, preset
-from .store import RunRecord, RunStore, config_field_types, config_hash, pack_arrays, run_key
+from .store import (
+    RunRecord, RunStore, StaleRunsError, code_version, config_field_types, config_hash, pack_arrays, run_key,
+)
 
 DEFAULT_STORE = "runs/sweeps.sqlite"  # runs/ is git-ignored
 DEFAULT_PRESET = "official-s1-quick"
@@ -306,7 +308,7 @@ def train_batch(config: dict[str, typing.Any], seeds: list[int], threads: int | 
 
     def record(seed, status, **kw):
         return RunRecord(config=config, seed=seed, status=status, batch_size=len(remaining), worker=worker,
-                         moesim_version=moesim.__version__, **kw)
+                         moesim_version=code_version(), **kw)
 
     while remaining:
         clock = _Clock()
@@ -370,13 +372,16 @@ class SweepReport:
 
 def plan(spec: SweepSpec, store: RunStore, batch_size: int | None = None,
          retry_failed: bool = False) -> tuple[list[Job], list[str], int]:
-    """The tasks still to run: (jobs, keys already stored, total runs). Validates every point."""
-    from . import __version__
+    """The tasks still to run: (jobs, keys already stored, total runs). Validates every point.
 
+    Keys are those of this code (``moesim.store.code_version``); see ``stale_runs`` for runs of
+    the same points stored by other code.
+    """
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"batch_size={batch_size} is not allowed; it must be an integer >= 1")
     points = spec.points()
-    keys = {(i, s): run_key(cfg, s, __version__) for i, cfg in enumerate(points) for s in spec.seeds}
+    version = code_version()
+    keys = {(i, s): run_key(cfg, s, version) for i, cfg in enumerate(points) for s in spec.seeds}
     status = store.statuses(keys.values())
     stored = [k for k, st in status.items() if st == "done" or not retry_failed]
     have = set(stored)
@@ -388,6 +393,27 @@ def plan(spec: SweepSpec, store: RunStore, batch_size: int | None = None,
             seeds = missing[j:j + step]
             jobs.append(Job(cfg.to_dict(), seeds, [keys[i, s] for s in seeds]))
     return jobs, stored, len(keys)
+
+
+def stale_runs(spec: SweepSpec, store: RunStore) -> list[dict[str, typing.Any]]:
+    """Runs of ``spec``'s points and seeds in ``store`` computed by other code (``RunStore.stale``)."""
+    pairs = {(config_hash(cfg), s) for cfg in spec.points() for s in spec.seeds}
+    return store.stale(pairs)
+
+
+def _stale_message(spec: SweepSpec, store_path, stale: list[dict]) -> str:
+    versions = sorted({r["moesim_version"] for r in stale})
+    return (f"store {str(store_path)!r} holds {len(stale)} run(s) of sweep {spec.name!r}'s grid computed by other "
+            f"code ({', '.join(versions)}; this code is {code_version()}); give --retry-stale to compute them with "
+            f"this code (the old rows leave the sweep), or use another --store")
+
+
+def check_devices(spec: SweepSpec) -> None:
+    """Every device the grid names exists here (``ConfigError``/``ValueError`` naming it), before any worker starts."""
+    from .training import check_device
+
+    for device in dict.fromkeys(cfg.device for cfg in spec.points()):
+        check_device(device)
 
 
 def default_workers() -> int:
@@ -451,16 +477,14 @@ class _Executor:
 
 
 def _failed_records(job: Job, error: str) -> list[RunRecord]:
-    from . import __version__
-
     return [RunRecord(config=job.config, seed=s, status="failed", error=error, batch_size=len(job.seeds),
-                      moesim_version=__version__, finished_at=time.time()) for s in job.seeds]
+                      moesim_version=code_version(), finished_at=time.time()) for s in job.seeds]
 
 
 def run_sweep(spec: SweepSpec, store_path: str | os.PathLike = DEFAULT_STORE, *, client=None,
               scheduler: str | None = None, workers: int | None = None, batch_size: int | None = None,
               retry_failed: bool = False, threads: int | None = None, progress: bool = True,
-              task: typing.Callable[..., list[RunRecord]] = train_batch) -> SweepReport:
+              task: typing.Callable[..., list[RunRecord]] = train_batch, retry_stale: bool = False) -> SweepReport:
     """Run the missing runs of ``spec`` on Dask and commit each to the store as it finishes.
 
     Args:
@@ -474,8 +498,12 @@ def run_sweep(spec: SweepSpec, store_path: str | os.PathLike = DEFAULT_STORE, *,
         threads: torch threads per task (default 1 on a cluster of several workers, else all cores).
         progress: show a progress bar of completed / total runs.
         task: the function run per task (``train_batch``; tests pass a fault-injecting wrapper).
+        retry_stale: the store holds runs of this grid computed by other code (``stale_runs``):
+            compute them with this code and take the old rows out of the sweep. Without it such
+            a store is refused (``StaleRunsError``) before any worker starts.
 
-    Every point is validated before any work. Interrupting (KeyboardInterrupt) cancels the tasks
+    Every point is validated, and (without ``client`` or ``scheduler``) every device checked,
+    before any work; the store is opened and checked before any worker starts. Interrupting (KeyboardInterrupt) cancels the tasks
     not yet finished; every run committed so far stays in the store.
     """
     from .cli import progress_bar
@@ -484,7 +512,14 @@ def run_sweep(spec: SweepSpec, store_path: str | os.PathLike = DEFAULT_STORE, *,
     spec.points()  # every point validated before the store is opened or a worker started
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"batch_size={batch_size} is not allowed; it must be an integer >= 1")
+    if client is None and scheduler is None:
+        check_devices(spec)
     with RunStore(store_path) as store:
+        stale = stale_runs(spec, store)
+        if stale and not retry_stale:
+            raise StaleRunsError(_stale_message(spec, store_path, stale))
+        if stale:
+            store.remove_from_sweep(spec.name, [r["key"] for r in stale])
         jobs, stored, total = plan(spec, store, batch_size, retry_failed)
         store.add_to_sweep(spec.name, stored)
         report = SweepReport(spec.name, str(store_path), total, len(stored), n_tasks=len(jobs))
@@ -577,7 +612,7 @@ def export_csv(store_path: str | os.PathLike, sweep: str, csv_path: str | os.Pat
     """
     import pandas as pd
 
-    with RunStore(store_path, create=False) as store:
+    with RunStore(store_path, create=False, readonly=True) as store:
         df = store.dataframe(sweep)
         log = store.sweep_log(sweep)
         traj = pd.DataFrame([trajectory_metrics(store.trajectory(k)) for k in df["key"]], index=df.index,
@@ -648,8 +683,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None,
                    help="seeds per task (default: all missing seeds of a point in one task)")
     p.add_argument("--retry-failed", action="store_true", help="compute stored failed runs again")
+    p.add_argument("--retry-stale", action="store_true",
+                   help="recompute the grid's runs the store holds from other code (otherwise such a store is refused)")
     p.add_argument("--export", default=None, metavar="CSV",
                    help="afterwards write the sweep's runs to this CSV (+ .json with its spec and log)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --export CSV")
     p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -722,18 +760,42 @@ def main(args: argparse.Namespace) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
+    if args.export:
+        _check_export(Path(args.export), args.overwrite)
     if args.dry_run:
-        existing = Path(args.store).exists()  # a dry run creates no store
-        with RunStore(args.store if existing else ":memory:") as store:
+        existing = Path(args.store).exists()  # a dry run creates and changes no store
+        with RunStore(args.store if existing else ":memory:", readonly=existing) as store:
             jobs, stored, total = plan(spec, store, args.batch_size, args.retry_failed)
+            stale = stale_runs(spec, store)
         axes = " x ".join(f"{k} ({len(v)})" for k, v in spec.axes.items())
         print(f"sweep {spec.name}: grid {axes} x {len(spec.seeds)} seeds = {total} runs; "
-              f"{len(stored)} stored; {total - len(stored)} to compute in {len(jobs)} tasks")
+              f"{len(stored)} stored; {total - len(stored)} to compute in {len(jobs)} tasks"
+              + (f"; {len(stale)} stale (computed by other code: --retry-stale recomputes them)" if stale else ""))
         return 0
+    if not args.scheduler:
+        check_devices(spec)  # before the store is touched or Dask started
     report = run_sweep(spec, args.store, scheduler=args.scheduler, workers=args.workers,
-                       batch_size=args.batch_size, retry_failed=args.retry_failed, progress=not args.no_progress)
+                       batch_size=args.batch_size, retry_failed=args.retry_failed, progress=not args.no_progress,
+                       retry_stale=args.retry_stale)
     print(report.line())
     if args.export:
         path = export_csv(args.store, spec.name, args.export)
         print(f"exported {path} and {path.with_suffix('.json')}")
     return 1 if report.n_failed and report.n_failed == report.n_computed else 0
+
+
+def _check_export(path: Path, overwrite: bool) -> None:
+    """``--export`` can be written (checked before any run): a new file, or an old one with --overwrite."""
+    from .outputs import OutputError
+
+    for target in (path, path.with_suffix(".json")):
+        if target.is_dir():
+            raise OutputError(f"--export {str(path)!r} is not allowed: {str(target)!r} is a folder")
+        if target.exists() and not overwrite:
+            raise OutputError(f"--export {str(path)!r}: {str(target)!r} exists; give --overwrite to replace it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"--export {str(path)!r} cannot be written: {err.strerror or err}") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise OutputError(f"--export {str(path)!r} cannot be written: its folder is not writable")

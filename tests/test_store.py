@@ -10,10 +10,9 @@ import sqlite3
 import numpy as np
 import pytest
 
-import moesim
 from moesim.config import preset
 from moesim.store import (
-    SCHEMA_VERSION, RunRecord, RunStore, StoreError, config_hash, configs, load_runs, run_key,
+    SCHEMA_VERSION, RunRecord, RunStore, StoreError, code_version, config_hash, configs, load_runs, run_key,
 )
 
 
@@ -30,7 +29,7 @@ def test_key_is_a_hash_of_config_seed_and_version():
     assert config_hash(cfg) == config_hash(same)
     assert len({run_key(cfg, 0), run_key(cfg, 1), run_key(cfg.replace(n_experts=4), 0),
                 run_key(cfg, 0, version="0.0.0")}) == 4
-    assert run_key(cfg, 0, moesim.__version__) == run_key(cfg, 0)
+    assert run_key(cfg, 0, code_version()) == run_key(cfg, 0)
 
 
 def test_dataframe_round_trips_configs_metrics_and_trajectories(tmp_path):

@@ -439,7 +439,7 @@ def train_batch_router(config: dict, seeds: list[int], threads: int | None = Non
 
     import moesim
     from ..data import generate
-    from ..store import RunRecord, pack_arrays
+    from ..store import RunRecord, code_version, pack_arrays
     from ..sweeps import _Clock, _metrics, _per_seed
 
     if threads and torch.get_num_threads() != threads:
@@ -457,7 +457,7 @@ def train_batch_router(config: dict, seeds: list[int], threads: int | None = Non
     except Exception as err:  # noqa: BLE001 -- a failing run is data: stored with its error
         t = clock.timing()
         return [RunRecord(config=config, seed=s, status="failed", error=f"{type(err).__name__}: {err}",
-                          batch_size=len(seeds), worker=worker, moesim_version=moesim.__version__, **t) for s in seeds]
+                          batch_size=len(seeds), worker=worker, moesim_version=code_version(), **t) for s in seeds]
     t = clock.timing()
     out = []
     for i, s in enumerate(seeds):
@@ -465,14 +465,13 @@ def train_batch_router(config: dict, seeds: list[int], threads: int | None = Non
         m["router_output_max"] = float(hmax[i])
         traj = {**_per_seed(res.history, i, "history"), **_per_seed(res.snapshots, i, "snapshots", ("step",))}
         out.append(RunRecord(config=config, seed=s, status="done", metrics=m, trajectory=pack_arrays(traj),
-                             batch_size=len(seeds), worker=worker, moesim_version=moesim.__version__, **t))
+                             batch_size=len(seeds), worker=worker, moesim_version=code_version(), **t))
     return out
 
 
 def run_spec(spec, opts: Options, task=None) -> list[dict]:
     """Train the missing runs of ``spec`` into the store; return its runs (record dicts with
     ``config``, ``seed``, ``status``, ``metrics``, ``trajectory``), in grid x seed order."""
-    from .. import __version__
     from ..store import RunStore, run_key
     from ..sweeps import run_sweep, train_batch
 
@@ -483,10 +482,11 @@ def run_spec(spec, opts: Options, task=None) -> list[dict]:
     with RunStore(opts.store) as store:  # start Dask only when something is left to train
         jobs = plan(spec, store, opts.sizes.batch_size)[0]
     report = run_sweep(spec, opts.store, client=_client(opts) if jobs else None, threads=1, progress=opts.progress,
-                       batch_size=opts.sizes.batch_size, task=task or train_batch)
+                       batch_size=opts.sizes.batch_size, task=task or train_batch,
+                       retry_stale=True)  # runs of older code are recomputed, never mixed in
     opts.sweep_seconds[spec.name] = time.perf_counter() - t0
     log(report.line())
-    keys = [run_key(cfg, s, __version__) for cfg in spec.points() for s in spec.seeds]
+    keys = [run_key(cfg, s) for cfg in spec.points() for s in spec.seeds]
     with RunStore(opts.store, create=False) as store:
         by_key = {r["key"]: r for r in store.records(spec.name)}
         missing = [k for k in keys if k not in by_key]

@@ -29,6 +29,16 @@ class OutputError(ValueError):
     """An output path cannot be used (exists, not writable, not a folder); the message names it."""
 
 
+def os_error_text(path: str | os.PathLike, err: OSError) -> str:
+    """Why ``path`` could not be made: names a file that stands where a folder is needed."""
+    for parent in (Path(path), *Path(path).parents):
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{str(parent)!r} is a file, not a folder"
+            break
+    return err.strerror or str(err)
+
+
 def cache_dir() -> Path:
     """The cache root: ``$MOESIM_CACHE``, else ``$XDG_CACHE_HOME/moesim``, else ``~/.cache/moesim``."""
     if os.environ.get("MOESIM_CACHE"):
@@ -71,7 +81,7 @@ def prepare_out(path: str | os.PathLike, overwrite: bool = False, option: str = 
         probe.mkdir()
         probe.rmdir()
     except OSError as err:
-        raise OutputError(f"{option} {str(out)!r} cannot be written: {err.strerror or err}") from None
+        raise OutputError(f"{option} {str(out)!r} cannot be written: {os_error_text(out, err)}") from None
     return out
 
 
@@ -95,7 +105,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], overwri
         tmp = out.parent / f".{out.name}.tmp-{tag}"
         tmp.mkdir()
     except OSError as err:
-        raise OutputError(f"{option} {str(out)!r} cannot be written: {err.strerror or err}") from None
+        raise OutputError(f"{option} {str(out)!r} cannot be written: {os_error_text(out, err)}") from None
     old = None
     try:
         write(tmp)

@@ -252,8 +252,10 @@ class RunStore:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as err:
+                from .outputs import os_error_text
+
                 raise StoreError(f"run store {str(self.path)!r} cannot be created: its folder "
-                                 f"{str(self.path.parent)!r} cannot be made ({err.strerror or err})") from None
+                                 f"{str(self.path.parent)!r} cannot be made ({os_error_text(self.path.parent, err)})") from None
             if not os.access(self.path.parent, os.W_OK | os.X_OK):
                 raise StoreError(f"run store {str(self.path)!r} cannot be created: its folder "
                                  f"{str(self.path.parent)!r} is not writable")

@@ -786,7 +786,7 @@ def _main(args: argparse.Namespace) -> int:
 
 def _check_export(path: Path, overwrite: bool) -> None:
     """``--export`` can be written (checked before any run): a new file, or an old one with --overwrite."""
-    from .outputs import OutputError
+    from .outputs import OutputError, os_error_text
 
     for target in (path, path.with_suffix(".json")):
         if target.is_dir():
@@ -796,6 +796,6 @@ def _check_export(path: Path, overwrite: bool) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise OutputError(f"--export {str(path)!r} cannot be written: {err.strerror or err}") from None
+        raise OutputError(f"--export {str(path)!r} cannot be written: {os_error_text(path.parent, err)}") from None
     if not os.access(path.parent, os.W_OK | os.X_OK):
         raise OutputError(f"--export {str(path)!r} cannot be written: its folder is not writable")

@@ -772,8 +772,6 @@ def _main(args: argparse.Namespace) -> int:
               f"{len(stored)} stored; {total - len(stored)} to compute in {len(jobs)} tasks"
               + (f"; {len(stale)} stale (computed by other code: --retry-stale recomputes them)" if stale else ""))
         return 0
-    if not args.scheduler:
-        check_devices(spec)  # before the store is touched or Dask started
     report = run_sweep(spec, args.store, scheduler=args.scheduler, workers=args.workers,
                        batch_size=args.batch_size, retry_failed=args.retry_failed, progress=not args.no_progress,
                        retry_stale=args.retry_stale)

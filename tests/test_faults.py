@@ -120,6 +120,23 @@ def test_atomic_write_failure_leaves_the_old_folder(tmp_path):
         write_atomic(out, lambda d: None)
 
 
+def test_atomic_replace_failing_at_the_rename_puts_the_old_folder_back(tmp_path, monkeypatch):
+    """The old folder is moved aside, then renaming the new one in fails: the old one goes back."""
+    out = tmp_path / "r"
+    write_atomic(out, lambda d: (d / "a.txt").write_text("old"))
+    real = os.replace
+
+    def replace(src, dst):
+        if ".tmp-" in str(src):
+            raise OSError("rename failed")
+        real(src, dst)
+
+    monkeypatch.setattr("moesim.outputs.os.replace", replace)
+    with pytest.raises(OSError, match="rename failed"):
+        write_atomic(out, lambda d: (d / "a.txt").write_text("new"), overwrite=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["r"] and (out / "a.txt").read_text() == "old"
+
+
 @pytest.mark.parametrize("command", [["verify", "--claims", "lemma5.1"], ["reproduce", "table1"]])
 def test_verify_and_reproduce_refuse_a_non_empty_out(command, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("moesim.claims.run_claims", lambda *a, **k: pytest.fail("claims ran"))
@@ -162,17 +179,29 @@ def test_memory_check_names_the_parameter_before_allocating(capsys, no_training)
     assert time.perf_counter() - t0 < 5
 
 
-def test_memory_check_in_the_api_and_its_override():
+def test_memory_check_in_the_api_and_its_override(monkeypatch):
+    """train() checks before allocating; check_memory=False trains anyway. The available memory is
+    set just below a tiny run's estimate, so a missing check trains (and fails the test) cheaply."""
     cfg = preset("paper-s1-quick", n_train=200, n_test=200, n_steps=2)
-    with pytest.raises(memory.MemoryCheckError, match="check_memory=False"):
-        train(cfg.replace(n_train=10**9), 1)
+    with pytest.raises(memory.MemoryCheckError, match="n_train=1000000000"):
+        memory.check(cfg.replace(n_train=10**9), 1)  # the real available memory
     with pytest.raises(ConfigError, match="seeds=50"):
         memory.check(cfg, 50, available=memory.RUNTIME_BYTES)
     assert memory.check(cfg, 1, available=2**40) == memory.total(memory.estimate(cfg, 1))
+    monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": memory.RUNTIME_BYTES)
+    with pytest.raises(memory.MemoryCheckError, match="check_memory=False"):
+        train(cfg, 1)
     train(cfg, 1, check_memory=False)  # the override trains
 
 
-def test_huge_seed_count_is_refused_before_the_list_is_built(capsys, no_training):
+def test_huge_seed_count_is_refused_before_the_list_is_built(capsys, no_training, monkeypatch):
+    """--seeds 1000000000 built a 10^9-element list (MemoryError traceback). The cap is checked
+    first on a lowered cap (a missing check then builds only a short list and fails the test)."""
+    monkeypatch.setattr("moesim.cli.MAX_SEEDS", 100)
+    for text in ("101", "0-100", ",".join(map(str, range(101)))):
+        assert cli(["run", *TINY, "--seeds", text]) == 2
+        one_clean_line(capsys.readouterr().err, "--seeds", "at most 100")
+    monkeypatch.undo()
     assert cli(["run", *TINY, "--seeds", "1000000000"]) == 2
     one_clean_line(capsys.readouterr().err, "--seeds")
     assert cli(["run", *TINY, "--seeds", "0-999999999"]) == 2

@@ -110,6 +110,15 @@ def main(args: argparse.Namespace) -> int:
     from .outputs import default_out, prepare_out
 
     out = prepare_out(args.out or default_out(kind, scale.name), args.overwrite)  # before any claim runs
+    if args.scaling:  # the store and the export folder too
+        from .store import RunStore, StoreError
+
+        try:
+            RunStore(args.store).close()
+        except StoreError as err:
+            raise UsageError(f"--store: {err}") from None
+        if args.export:
+            prepare_out(args.export, overwrite=True, option="--export")
 
     def log(text: str) -> None:
         print(f"[verify {time.perf_counter() - t0:7.1f} s] {text}", file=sys.stderr, flush=True)

@@ -459,6 +459,18 @@ def test_verify_checks_its_arguments_first(argv, words, tmp_path, capsys, monkey
     one_clean_line(capsys.readouterr().err, *words)
 
 
+@pytest.mark.parametrize("option", ["--store", "--export"])
+def test_verify_scaling_checks_its_store_and_export_first(option, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("moesim.claims.run_claims", lambda *a, **k: pytest.fail("claims ran"))
+    (tmp_path / "afile").write_text("")
+    argv = ["verify", "--scaling", "--no-progress", "--out", str(tmp_path / "v"), "--store",
+            str(tmp_path / ("afile/s.sqlite" if option == "--store" else "s.sqlite"))]
+    if option == "--export":
+        argv += ["--export", str(tmp_path / "afile" / "x")]
+    assert cli(argv) == 2
+    one_clean_line(capsys.readouterr().err, option, "is a file")
+
+
 def test_official_data_seed_range_is_named(capsys):
     assert cli(["run", "--preset", "official-s1-quick", "--set", "data_seed=1099511627776"]) == 2
     one_clean_line(capsys.readouterr().err, "data_seed=1099511627776", "data_rng='official'")

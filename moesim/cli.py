@@ -139,7 +139,7 @@ def summary_table(result, setting: str | None, model: str | None) -> str:
     return "\n".join(lines)
 
 
-class signals_as_interrupts:
+class InterruptGuard:
     """Within this block SIGINT and SIGTERM stop training at the end of the current step.
 
     The first signal sets ``received`` (``"SIGINT"``/``"SIGTERM"``) and ``check()`` (called after
@@ -201,7 +201,7 @@ def main_run(args: argparse.Namespace) -> int:
     prepare_out(out, args.overwrite)
     about = {"preset": args.preset, "model": model}
     update, close = progress_bar(cfg.steps, f"{args.preset} {model} x{len(seeds)}", not args.no_progress)
-    guard = signals_as_interrupts()
+    guard = InterruptGuard()
     try:
         with guard:
             def step_done(step: int, total: int) -> None:

@@ -33,8 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from moesim import config as C  # noqa: E402
-from moesim.cli import cli  # noqa: E402
+from moesim import config as C
+from moesim.cli import cli
 
 TINY = ["--preset", "paper-s1-quick", "--set", "n_train=200", "--set", "n_test=200", "--set", "n_steps=20"]
 
@@ -123,8 +123,10 @@ def api_cases() -> list[tuple[object, str]]:
             cases.append((lambda n=name, v=bad: C.Config.from_dict({n: v}), name))
     cases += [
         (lambda: C.preset(None), "preset"), (lambda: C.preset("paper-s1", model=["x"]), "model"),
-        (lambda: C.Config.from_dict([]), "mapping"), (lambda: C.preset("paper-s1", alpha_range=[1, 2, 3]), "alpha_range"),
-        (lambda: C.preset("paper-s1", device="cuda:-1"), "device"), (lambda: C.preset("paper-s1", device=None), "device"),
+        (lambda: C.Config.from_dict([]), "mapping"),
+        (lambda: C.preset("paper-s1", alpha_range=[1, 2, 3]), "alpha_range"),
+        (lambda: C.preset("paper-s1", device="cuda:-1"), "device"),
+        (lambda: C.preset("paper-s1", device=None), "device"),
         (lambda: C.preset("official-s1", data_seed=2**40), "data_seed"),
     ]
     return cases
@@ -163,11 +165,13 @@ def fault_cases(tmp: Path) -> list[dict]:
         except (OSError, ValueError) as e:
             kept = False
             err += f"\n{e}"
-        out.append(dict(case=f"{signal.Signals(sig).name} during run", rc=rc, ok=rc == code and kept, lost=int(not kept)))
+        out.append(dict(case=f"{signal.Signals(sig).name} during run", rc=rc, ok=rc == code and kept,
+                        lost=int(not kept)))
     folder = tmp / "diverged"
     rc, err = _run_proc(["run", *TINY, "--set", "lr_expert=1e30", "--no-progress", "--out", str(folder)], None)
     try:
-        kept = json.loads((folder / "summary.json").read_text())["status"] == "diverged" and load_run(folder) is not None
+        status = json.loads((folder / "summary.json").read_text())["status"]
+        kept = status == "diverged" and load_run(folder) is not None
     except (OSError, ValueError, KeyError):
         kept = False
     out.append(dict(case="diverging run", rc=rc, ok=rc == 1 and kept, lost=int(not kept)))

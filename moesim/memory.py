@@ -110,7 +110,8 @@ def check(cfg: Config, n_seeds: int, engine: str = "auto", available: int | None
     if avail is None or need <= avail:
         return need
     big = max(("data_generation", "data", "step", "history"), key=parts.get)
-    culprits = {"data_generation": "n_train, n_test, n_patches, patch_dim", "data": "n_train, n_test, n_patches, patch_dim",
+    sizes = "n_train, n_test, n_patches, patch_dim"
+    culprits = {"data_generation": sizes, "data": sizes,
                 "step": "seeds, n_train, n_experts, n_filters/single_filters, n_patches, patch_dim (and the engine)",
                 "history": "seeds, n_steps/n_steps_single, n_clusters, n_experts"}[big]
     raise MemoryCheckError(

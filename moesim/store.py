@@ -11,11 +11,12 @@ comment or docstring edit keeps the runs; any other change gives new keys. Sweep
 command-line plumbing are not covered: they do not change a run's numbers. A stored run of the
 same config and seed under another code version is *stale*: ``RunStore.stale`` finds them, and a
 sweep refuses to mix them with new runs (``moesim sweep --retry-stale`` recomputes them with
-this code and takes the old rows out of the sweep; they stay in the file, under their own key). Rows are only ever written whole: a run, its
-trajectories and its sweep membership go in one transaction, in WAL mode with full sync, so a
-process killed at any instant (``kill -9``, Ctrl-C, power to the worker) leaves every committed
-run and no half run. A run that finished is never overwritten; a failed run may be replaced by a
-new attempt.
+this code and takes the old rows out of the sweep; they stay in the file, under their own key).
+
+Rows are only ever written whole: a run, its trajectories and its sweep membership go in one
+transaction, in WAL mode with full sync, so a process killed at any instant (``kill -9``, Ctrl-C,
+power to the worker) leaves every committed run and no half run. A run that finished is never
+overwritten; a failed run may be replaced by a new attempt.
 
 Tables (schema ``SCHEMA_VERSION``, also in ``PRAGMA user_version``):
 
@@ -254,8 +255,9 @@ class RunStore:
             except OSError as err:
                 from .outputs import os_error_text
 
+                why = os_error_text(self.path.parent, err)
                 raise StoreError(f"run store {str(self.path)!r} cannot be created: its folder "
-                                 f"{str(self.path.parent)!r} cannot be made ({os_error_text(self.path.parent, err)})") from None
+                                 f"{str(self.path.parent)!r} cannot be made ({why})") from None
             if not os.access(self.path.parent, os.W_OK | os.X_OK):
                 raise StoreError(f"run store {str(self.path)!r} cannot be created: its folder "
                                  f"{str(self.path.parent)!r} is not writable")

@@ -503,8 +503,8 @@ def run_sweep(spec: SweepSpec, store_path: str | os.PathLike = DEFAULT_STORE, *,
             a store is refused (``StaleRunsError``) before any worker starts.
 
     Every point is validated, and (without ``client`` or ``scheduler``) every device checked,
-    before any work; the store is opened and checked before any worker starts. Interrupting (KeyboardInterrupt) cancels the tasks
-    not yet finished; every run committed so far stays in the store.
+    before any work; the store is opened and checked before any worker starts. Interrupting
+    (KeyboardInterrupt) cancels the tasks not yet finished; every run committed so far stays in the store.
     """
     from .cli import progress_bar
 

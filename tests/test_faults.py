@@ -95,8 +95,9 @@ def test_default_out_is_new_every_time(tmp_path, monkeypatch):
     (a / "x").write_text("1")
     b = default_out("run", "p-m", root=tmp_path)
     assert a.name == "run-p-m-20260101-000000" and b.name == "run-p-m-20260101-000000-2"
-    from moesim.reproduce import configure_parser
     import argparse
+
+    from moesim.reproduce import configure_parser
 
     p = argparse.ArgumentParser()
     configure_parser(p)
@@ -258,7 +259,8 @@ def test_signal_during_run_writes_an_incomplete_run(sig, code, tmp_path, capsys,
     err = capsys.readouterr().err
     assert signal.Signals(sig).name in err and "incomplete" in err
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["incomplete"] is True and summary["steps_done"] == 5 and summary["signal"] == signal.Signals(sig).name
+    assert summary["incomplete"] is True and summary["steps_done"] == 5
+    assert summary["signal"] == signal.Signals(sig).name
     res = load_run(out)
     assert res.info["incomplete"] is True and res.history["loss"].shape == (5, 2) and res.params is not None
     assert signal.getsignal(sig) is not None and signal.getsignal(signal.SIGTERM) is not train_then_signal

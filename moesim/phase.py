@@ -52,7 +52,7 @@ def load_results(path: str | os.PathLike, sweep: str | None = None):
         from .store import RunStore
         from .sweeps import TRAJECTORY_METRICS, trajectory_metrics
 
-        with RunStore(path, create=False) as store:
+        with RunStore(path, create=False, readonly=True) as store:
             df = store.dataframe(sweep)
             traj = pd.DataFrame([trajectory_metrics(store.trajectory(k)) for k in df["key"]], index=df.index,
                                 columns=list(TRAJECTORY_METRICS))

@@ -267,8 +267,12 @@ class RunStore:
             if memory:
                 self.conn = sqlite3.connect(":memory:", isolation_level=None)
             elif readonly:
+                # in a read-only folder SQLite cannot make the WAL index: read the file as immutable,
+                # unless a non-empty write-ahead log (a writer killed before its checkpoint) holds runs
+                wal = Path(f"{self.path}-wal")
+                pending = wal.exists() and wal.stat().st_size > 0
                 folder_writable = os.access(self.path.parent, os.W_OK | os.X_OK)
-                mode = "mode=ro" if folder_writable else "mode=ro&immutable=1"
+                mode = "mode=ro" if folder_writable or pending else "mode=ro&immutable=1"
                 uri = f"file:{_quote(self.path.resolve())}?{mode}"
                 self.conn = sqlite3.connect(uri, uri=True, timeout=60.0, isolation_level=None)
             else:

@@ -1295,7 +1295,7 @@ def store_timing(store: str | os.PathLike, sweeps: list[str]) -> dict:
 
     if not Path(store).exists():
         return {}
-    with RunStore(store, create=False) as st:
+    with RunStore(store, create=False, readonly=True) as st:
         log = [r for s in sweeps for r in st.sweep_log(s) if r["n_computed"] and r["finished_at"]]
         runs = {r["key"]: r for s in sweeps for r in st.records(s)}  # a run shared by two sweeps counts once
         cpu = sum((r["batch_cpu_time_s"] or 0.0) / max(1, r["batch_size"]) for r in runs.values())

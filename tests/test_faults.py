@@ -491,3 +491,22 @@ def test_cache_dir_rule(monkeypatch, tmp_path):
     monkeypatch.delenv("MOESIM_CACHE")
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert cache_dir() == Path.home() / ".cache" / "moesim"
+
+
+# --- the README's Reliability numbers ------------------------------------------------------------------
+
+def test_the_reliability_case_lists_are_clean(tmp_path):
+    """Every command-line and API case of ``benchmarks/faults.py`` (the README's counts) is clean;
+    its fault cases need real processes and run in the script."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("faults_script", Path(__file__).parents[1] / "benchmarks" / "faults.py")
+    faults = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(faults)
+    for argv, word in faults.cli_cases(tmp_path):
+        rc, err = faults.run_cli(argv)
+        assert rc == 2, (argv, err)
+        one_clean_line(err, word)
+    for call, word in faults.api_cases():
+        with pytest.raises(ConfigError, match=word):
+            call()

@@ -144,6 +144,8 @@ def table1(settings=TABLE1_SETTINGS, models=TABLE1_MODELS, seeds: int | list[int
 # --- command line ----------------------------------------------------------------------------
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
+    from .cli import add_threads_argument
+
     p.add_argument("what", choices=("table1",), help="what to reproduce")
     p.add_argument("--settings", default=",".join(TABLE1_SETTINGS), help="comma list (default %(default)s)")
     p.add_argument("--models", default=",".join(TABLE1_MODELS), help="comma list (default %(default)s)")
@@ -152,12 +154,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="n = 4,000 instead of the paper's 16,000")
     p.add_argument("--device", default=None, help="cpu or cuda")
     p.add_argument("--out", default="runs/table1", help="folder for table1.md and table1.json")
+    add_threads_argument(p)
     p.add_argument("--no-progress", action="store_true")
 
 
 def main(args: argparse.Namespace) -> int:
-    from .cli import UsageError, parse_seeds
+    from .cli import UsageError, apply_threads, parse_seeds
 
+    apply_threads(args)
     settings = [s for s in args.settings.split(",") if s]
     models = [m for m in args.models.split(",") if m]
     if not settings or not models:

@@ -623,7 +623,7 @@ def export_csv(store_path: str | os.PathLike, sweep: str, csv_path: str | os.Pat
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Arguments of ``moesim sweep``."""
-    from .cli import add_config_arguments
+    from .cli import add_config_arguments, add_threads_argument
 
     p.add_argument("spec", nargs="?", default=None,
                    help="YAML sweep spec (keys: name, preset, model, set, grid, seeds); optional with --grid")
@@ -650,6 +650,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retry-failed", action="store_true", help="compute stored failed runs again")
     p.add_argument("--export", default=None, metavar="CSV",
                    help="afterwards write the sweep's runs to this CSV (+ .json with its spec and log)")
+    add_threads_argument(p, "torch CPU threads of each task")
     p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -721,7 +722,11 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    from .cli import UsageError
+
     spec = spec_from_args(args)
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads {args.threads} is not allowed; give an integer >= 1")
     if args.dry_run:
         existing = Path(args.store).exists()  # a dry run creates no store
         with RunStore(args.store if existing else ":memory:") as store:
@@ -731,7 +736,8 @@ def _main(args: argparse.Namespace) -> int:
               f"{len(stored)} stored; {total - len(stored)} to compute in {len(jobs)} tasks")
         return 0
     report = run_sweep(spec, args.store, scheduler=args.scheduler, workers=args.workers,
-                       batch_size=args.batch_size, retry_failed=args.retry_failed, progress=not args.no_progress)
+                       batch_size=args.batch_size, retry_failed=args.retry_failed, threads=args.threads,
+                       progress=not args.no_progress)
     print(report.line())
     if args.export:
         path = export_csv(args.store, spec.name, args.export)

@@ -1,8 +1,8 @@
 """The paper's Table 1 protocol: four models, ten seeds each, in each data setting.
 
-Protocol (SPEC section 5.1, the official notebooks): per setting, one fixed data set (the official
-generator and seed); single linear and single nonlinear CNNs (80 filters, Adam, up to 801 epochs
-with the code's stopping rule), linear and nonlinear MoE (8 experts of 16 filters, normalized GD
+Protocol (the official notebooks; book/official_code.md, 'The protocol behind Table 1'): per setting,
+one fixed data set (the official generator and seed); single linear and single nonlinear CNNs
+(80 filters, Adam, up to 801 epochs with the code's stopping rule), linear and nonlinear MoE (8 experts of 16 filters, normalized GD
 and router GD, up to 501 epochs with the code's early stopping); 10 consecutive model seeds on the
 same data; mean and population std (ddof = 0) of the test accuracy and of the final training
 dispatch entropy. ``moesim reproduce table1`` and the book's Table 1 chapter call ``table1``.

@@ -19,7 +19,7 @@ Spec file (YAML)::
       n_experts: [2, 4, 6, 8, 12, 16, 24, 32]
     seeds: 10                                  # a count, a list, or "0-9"
 
-Command line: ``moesim sweep [SPEC.yaml] [--grid name=v1,v2,...] [--set name=value] [--store FILE]``
+Command line: ``moesim sweep [SWEEP.yaml] [--grid name=v1,v2,...] [--set name=value] [--store FILE]``
 (``--scheduler tcp://host:8786`` for an existing Dask cluster; default: a ``LocalCluster``
 sized to the machine). dask, pyyaml and pandas are imported only when a sweep runs.
 """
@@ -51,7 +51,7 @@ from .store import RunRecord, RunStore, config_field_types, config_hash, pack_ar
 DEFAULT_STORE = "runs/sweeps.sqlite"  # runs/ is git-ignored
 DEFAULT_PRESET = "official-s1-quick"
 DEFAULT_SEEDS = 10
-_SPEC_KEYS = ("name", "preset", "model", "set", "grid", "seeds")
+_SWEEP_KEYS = ("name", "preset", "model", "set", "grid", "seeds")
 
 
 # --- the grid ---------------------------------------------------------------------------------
@@ -168,11 +168,11 @@ class SweepSpec:
     def from_dict(cls, d: dict[str, typing.Any], name: str | None = None) -> SweepSpec:
         """Build from the mapping of a YAML spec (keys: name, preset, model, set, grid, seeds)."""
         if not isinstance(d, dict):
-            raise ConfigError(f"a sweep spec must be a mapping with keys {', '.join(_SPEC_KEYS)}; "
+            raise ConfigError(f"a sweep spec must be a mapping with keys {', '.join(_SWEEP_KEYS)}; "
                               f"got {type(d).__name__}")
-        unknown = sorted(set(d) - set(_SPEC_KEYS))
+        unknown = sorted(set(d) - set(_SWEEP_KEYS))
         if unknown:
-            raise ConfigError(f"unknown sweep spec key(s) {unknown}; allowed: {', '.join(_SPEC_KEYS)}")
+            raise ConfigError(f"unknown sweep spec key(s) {unknown}; allowed: {', '.join(_SWEEP_KEYS)}")
         fixed, grid = d.get("set") or {}, d.get("grid")
         if not isinstance(fixed, dict):
             raise ConfigError(f"spec 'set' must be a mapping field: value, got {fixed!r}")

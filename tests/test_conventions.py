@@ -158,3 +158,36 @@ def test_threads_below_one_is_a_usage_error(capsys):
     assert cli(["sweep", "--grid", "n_experts=2", "--threads", "0", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert err.count("--threads 0 is not allowed") == 2 and "Traceback" not in err
+
+
+#: The internal specification the project was written from is not part of the repository; nothing
+#: may cite it (the word is split so that this file does not cite it either).
+_INTERNAL = "SP" + "EC"
+
+
+def test_nothing_cites_a_document_outside_the_repository():
+    """Code, tests, book, benchmarks and README cite the paper or the book's appendix *The paper and
+    its official code* (book/official_code.md), never the internal specification; only the changelog
+    may mention that it was replaced."""
+    files = [ROOT / "README.md", ROOT / "_toc.yml", ROOT / "pyproject.toml"]
+    for folder in ("moesim", "tests", "book", "benchmarks", ".ci"):
+        files += [p for p in (ROOT / folder).rglob("*") if p.is_file() and p.suffix in (".py", ".md", ".yml", ".c", "")
+                  and "__pycache__" not in p.parts and "_build" not in p.parts]
+    hits = [f"{p.relative_to(ROOT)}:{i}" for p in files
+            for i, line in enumerate(p.read_text(errors="ignore").splitlines(), 1) if _INTERNAL in line]
+    assert not hits, hits
+    from moesim import claims
+
+    for name in claims.names(None):
+        c = claims.get(name)
+        assert _INTERNAL not in c.source + c.reference + c.prediction + c.statement, name
+
+
+def test_the_appendix_is_in_the_book():
+    from moesim.bookrun import toc_files
+
+    assert "book/official_code" in toc_files(ROOT)
+    text = (ROOT / "book" / "official_code.md").read_text()
+    for label in ("official-code-differences", "official-code-stopping", "official-code-data",
+                  "official-code-protocol", "official-code-thresholds"):
+        assert f"({label})=" in text, label

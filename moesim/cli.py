@@ -62,7 +62,7 @@ def add_config_arguments(p: argparse.ArgumentParser, default_preset: str | None 
     """--preset, --model, --set, --device, --dtype: shared by run, sweep and config."""
     p.add_argument("--preset", default=default_preset,
                    help="{paper|official}-{s1|s2|s3|s4|verify}[-quick] or theory-d<d> (default %(default)s; "
-                        "all listed below)")
+                        "'moesim run --help' lists them)")
     p.add_argument("--model", default=None,
                    help="moe-nonlinear, moe-linear, single-nonlinear, single-linear, single-relu, ...")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",

@@ -76,11 +76,16 @@ def render(cfg=None) -> str:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from .cli import add_config_arguments
+    from .cli import add_config_arguments, presets_epilog
 
     p.description = __doc__.split("\n\n")[0].replace("``", "")
     add_config_arguments(p, default_preset=None)
-    p.epilog = "Change a field in any command with --set NAME=VALUE (ranges: --set gamma_range=0.5,2)."
+    for action in p._actions:
+        if action.dest == "preset":
+            action.help = "show this preset's values (default: the defaults of Config)"
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = (presets_epilog().rsplit("\n", 1)[0]
+                + "\nChange a field in any command with --set NAME=VALUE (ranges: --set gamma_range=0.5,2).")
 
 
 def main(args: argparse.Namespace) -> int:

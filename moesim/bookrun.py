@@ -9,7 +9,8 @@ code cell tagged ``parameters``; its assignments are the chapter's parameters an
 
 The chapter is read with jupytext and executed with papermill (which inserts the new values after
 the ``parameters`` cell), in the chapter's folder, so it computes everything again: every number and
-figure of the page comes from the new run; a line per code cell on stderr shows the progress.
+figure of the page comes from the new run; a line per code cell on stderr shows the progress, and
+the glued values are written into the notebook's prose (``resolve_glue``).
 ``--html`` then renders that executed notebook (without executing it again) with the book's own
 configuration (numbering, theorems, citations, glued values filled in) and keeps only that page and
 the files it uses (a few MB, math typeset offline): links to the other chapters point to the
@@ -258,6 +259,49 @@ def execute(path: Path, parameters: dict[str, Any], out_dir: Path, log_output: b
     return target
 
 
+_GLUE_TEXT = re.compile(r"\{glue:text\}`([^`]+)`")
+
+
+def resolve_glue(notebook: Path) -> int:
+    """Write the glued values into the prose of an executed notebook, in place; return how many.
+
+    In Jupyter a ``{glue:text}`name``` role is shown as written; the book (MyST-NB) replaces it with
+    the value the notebook glued. This does the same in the notebook's Markdown cells, with MyST-NB's
+    own formatting (``name:.2f``), so the notebook reads like the page. Roles whose value is not in
+    the notebook are left as they are.
+    """
+    import nbformat
+    from myst_nb.core.variables import format_plain_text
+
+    nb = nbformat.read(notebook, as_version=4)
+    values = {}
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            meta = out.get("metadata", {}).get("scrapbook", {})
+            text = out.get("data", {}).get(f"{meta.get('mime_prefix', '')}text/plain")
+            if meta.get("name") and text is not None:
+                values[meta["name"]] = text
+    count = 0
+
+    def paste(match: re.Match) -> str:
+        nonlocal count
+        key, _, fmt = match.group(1).partition(":")
+        if key not in values:
+            return match.group(0)
+        try:
+            text = format_plain_text(values[key], fmt or "s")
+        except Exception:  # noqa: BLE001 - keep the role where MyST-NB would warn
+            return match.group(0)
+        count += 1
+        return text
+
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = _GLUE_TEXT.sub(paste, cell.source)
+    nbformat.write(nb, notebook)
+    return count
+
+
 def render_html(notebook: Path, root: Path, out_dir: Path, chapter: Path | None = None) -> Path:
     """Render an executed chapter as one HTML page with the book's configuration; execute nothing.
 
@@ -409,6 +453,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"moesim book: error: executing {rel} failed: {text.splitlines()[-1] if text else repr(err)}"
               + (f"; the partly executed notebook is {failed}" if failed.exists() else ""), file=sys.stderr)
         return 1
+    resolve_glue(notebook)
     (out / "parameters.json").write_text(json.dumps(dict(chapter=rel, changed=params, parameters=values),
                                                     indent=2, default=repr) + "\n")
     print(f"executed notebook: {notebook}  ({time.perf_counter() - start:.0f} s)")

@@ -4,6 +4,7 @@ single-page HTML (glue filled in, other chapters linked to the published book, a
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 from pathlib import Path
@@ -35,8 +36,13 @@ k = 2  # a parameter
 ```
 
 ```{code-cell} ipython3
+from myst_nb import glue
+
 value = k * 21
+glue("value", value, display=False)
 ```
+
+The value is {glue:text}`value:.1f`, and {glue:text}`missing` stays as written.
 """
 
 
@@ -64,15 +70,22 @@ def test_links_to_other_chapters_point_to_the_published_book():
     assert 'href="https://example.org/a.html"' in text and 'href="../_static/x.css"' in text
 
 
-def test_execute_prints_a_line_per_code_cell(tmp_path, capsys):
+def test_execute_prints_a_line_per_code_cell_and_glue_is_resolved_in_the_notebook(tmp_path, capsys):
+    """One stderr line per code cell (the injected parameters cell included); afterwards the
+    notebook's prose holds the glued value, formatted as MyST-NB formats it (what Jupyter shows)."""
     pytest.importorskip("papermill")
     pytest.importorskip("jupytext")
+    pytest.importorskip("myst_nb")
     chapter = tmp_path / "tiny.md"
     chapter.write_text(TINY_CHAPTER)
     nb = bookrun.execute(chapter, {"k": 5}, tmp_path / "out")
     err = capsys.readouterr().err
     assert re.findall(r"\[book tiny\] cell (\d)/(\d)", err) == [("1", "3"), ("2", "3"), ("3", "3")]  # + injected
-    assert '"value = k * 21"' in nb.read_text() and "k = 5" in nb.read_text()
+    assert "k = 5" in nb.read_text()
+    assert bookrun.resolve_glue(nb) == 1
+    text = nb.read_text()
+    prose = "".join(json.loads(text)["cells"][-1]["source"])
+    assert "The value is 105.0, and {glue:text}`missing` stays as written." in prose
 
 
 def test_html_is_the_one_executed_page_with_glue_filled_in(tmp_path, monkeypatch):

@@ -91,7 +91,8 @@ def test_execute_prints_a_line_per_code_cell_and_glue_is_resolved_in_the_noteboo
 def test_html_is_the_one_executed_page_with_glue_filled_in(tmp_path, monkeypatch):
     """The appendix (no parameters, cheap) executed, then rendered: one page plus its assets, the
     glued numbers in the text, no placeholder, links to the other chapters at the published book."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))  # the kernel's moesim
+    # the kernel imports this checkout's moesim
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     pytest.importorskip("jupyter_book")
     jupytext = pytest.importorskip("jupytext")
     nbclient = pytest.importorskip("nbclient")

@@ -2,7 +2,7 @@
 
     python benchmarks/bench.py                  # full benchmark (about 10 minutes on 2 cores)
     python benchmarks/bench.py --quick          # a few configurations, for a smoke check
-    python benchmarks/bench.py --update-readme  # also rewrite the README's benchmark section
+    python benchmarks/bench.py --update-readme  # also rewrite the benchmark section of benchmarks/README.md
 
 Every configuration runs in its own subprocess (so that peak memory is its own): it trains with
 ``moesim.train`` for a few warm-up steps plus ``--steps`` timed steps and reports the median time
@@ -231,11 +231,11 @@ def render(s: dict, rows: list[dict]) -> str:
 
 
 def update_readme(md: str) -> None:
-    readme = ROOT / "README.md"
+    readme = ROOT / "benchmarks" / "README.md"
     text = readme.read_text()
     start, end = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
     if start not in text or end not in text:
-        raise SystemExit(f"README.md has no {start} ... {end} section")
+        raise SystemExit(f"{readme} has no {start} ... {end} section")
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     readme.write_text(f"{head}{start}\n{md}\n{end}{tail}")

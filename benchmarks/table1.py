@@ -1,10 +1,10 @@
-"""Run the paper's Table 1 protocol and write the result into the README.
+"""Run the paper's Table 1 protocol and write the result into benchmarks/README.md.
 
     python benchmarks/table1.py [--update-readme] [--quick] [--seeds 10]
 
 Calls ``moesim.reproduce.table1`` (the same function as ``moesim reproduce table1`` and the book's
 Table 1 chapter), prints the table with its wall time, writes ``benchmarks/results/table1.md`` and
-``table1.json``, and with ``--update-readme`` replaces the README's table1 section.
+``table1.json``, and with ``--update-readme`` replaces the table1 section of benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def main() -> int:
     (out / "table1.json").write_text(json.dumps({**tab.to_dict(), "wall_time_total_s": wall}, indent=2) + "\n")
     print(md)
     if args.update_readme:
-        readme = HERE.parent / "README.md"
+        readme = HERE / "README.md"
         text = readme.read_text()
         head, rest = text.split("<!-- table1:start -->", 1)
         _, tail = rest.split("<!-- table1:end -->", 1)

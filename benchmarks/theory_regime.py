@@ -1,12 +1,12 @@
 """Where Theorem 4.2's predictions hold at finite d: the dynamics claims in the theory regime.
 
     python benchmarks/theory_regime.py --run 100,200,400     # train (minutes to an hour), store JSON
-    python benchmarks/theory_regime.py --update-readme        # rewrite the README's table from the JSON
+    python benchmarks/theory_regime.py --update-readme        # rewrite the table in benchmarks/README.md from the JSON
 
 ``--run`` calls ``moesim verify --regime theory --theory-dim D --seeds 0-5`` for each D and keeps
 its verify.json in ``book/results/theory_regime.json`` (the book's "What is verified" chapter and
 the README read it); ``--update-readme`` writes one row per check and one column per d between
-the README's ``theory-regime`` markers.
+the ``theory-regime`` markers of benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def table() -> str:
 
 
 def update_readme() -> None:
-    readme = ROOT / "README.md"
+    readme = ROOT / "benchmarks" / "README.md"
     text = readme.read_text()
     start, end = "<!-- theory-regime:start -->", "<!-- theory-regime:end -->"
     i, j = text.index(start) + len(start), text.index(end)

@@ -8,6 +8,7 @@ Subcommands live in their own modules, imported only when used; each module expo
     moesim reproduce  the paper's Table 1 protocol        (moesim.reproduce)
     moesim book       re-run a book chapter               (moesim.bookrun)
     moesim sweep      parameter sweeps on Dask            (moesim.sweeps)
+    moesim config     list the config fields              (moesim.fields)
 
 Bad input (unknown preset, model, field, wrong value type, impossible sizes) ends with one
 message naming the parameter and exit code 2, without a traceback.
@@ -26,6 +27,7 @@ SUBCOMMANDS = {
     "reproduce": ("moesim.reproduce", "run the paper's Table 1 protocol"),
     "book": ("moesim.bookrun", "re-execute a book chapter with other parameters"),
     "sweep": ("moesim.sweeps", "run a parameter grid on Dask into a run store"),
+    "config": ("moesim.fields", "list every config field: type, default (or a preset's value) and meaning"),
 }
 
 
@@ -68,16 +70,46 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def add_config_arguments(p: argparse.ArgumentParser, default_preset: str = "official-s1") -> None:
-    """--preset, --model, --set, --device, --dtype: shared by run, verify, reproduce, sweep."""
+def add_config_arguments(p: argparse.ArgumentParser, default_preset: str | None = "official-s1") -> None:
+    """--preset, --model, --set, --device, --dtype: shared by run, sweep and config."""
     p.add_argument("--preset", default=default_preset,
-                   help="{paper|official}-{s1|s2|s3|s4|verify}[-quick] (default %(default)s)")
+                   help="{paper|official}-{s1|s2|s3|s4|verify}[-quick] or theory-d<d> (default %(default)s; "
+                        "'moesim run --help' lists them)")
     p.add_argument("--model", default=None,
                    help="moe-nonlinear, moe-linear, single-nonlinear, single-linear, single-relu, ...")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                    help="override one config field (repeatable), e.g. --set n_experts=16")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:<i> (default: the preset's, cpu)")
     p.add_argument("--dtype", default=None, choices=("float32", "float64"))
+
+
+def add_threads_argument(p: argparse.ArgumentParser, what: str = "torch CPU threads") -> None:
+    """--threads: shared by every command that trains (run, verify, reproduce, sweep)."""
+    p.add_argument("--threads", type=int, default=None,
+                   help=f"{what} (default: torch's choice; 1 is faster on a busy shared machine)")
+
+
+def apply_threads(args: argparse.Namespace) -> int | None:
+    """Validate ``--threads`` and set torch's CPU threads; return the number (None: unchanged)."""
+    threads = getattr(args, "threads", None)
+    if threads is None:
+        return None
+    if threads < 1:
+        raise UsageError(f"--threads {threads} is not allowed; give an integer >= 1")
+    import torch
+
+    torch.set_num_threads(threads)
+    return threads
+
+
+def presets_epilog() -> str:
+    """The preset and model names, for ``--help``."""
+    from .config import MODELS, preset_names
+
+    names = [n for n in preset_names() if not n.startswith("theory-")]
+    return ("presets: " + ", ".join(names) + ", theory-d<d> (any d >= 16)\n"
+            "models: " + ", ".join(MODELS) + "\n"
+            "config fields (for --set NAME=VALUE): moesim config [--preset P]")
 
 
 def config_from_args(args: argparse.Namespace, model: str | None = None):
@@ -103,7 +135,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="how gradients are computed: fused C kernel, eager torch, autograd (default: auto)")
     p.add_argument("--no-memory-check", action="store_true",
                    help="train even when the memory estimate exceeds the available memory")
+    add_threads_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = presets_epilog()
 
 
 def progress_bar(total: int, desc: str, enabled: bool = True):
@@ -191,6 +226,7 @@ def main_run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     check_device(cfg.device)
+    apply_threads(args)
     seeds = parse_seeds(args.seeds)
     if not args.no_memory_check:
         memory.check(cfg, len(seeds), args.engine)
@@ -255,7 +291,10 @@ main = main_run
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="moesim", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"moesim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
@@ -300,6 +339,11 @@ def cli(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("moesim: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into a reader that stopped early (e.g. `| head`)
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -41,7 +41,8 @@ class Config:
     """Everything that defines one training run except the model seed.
 
     Field groups follow the paper: data (Definition 3.1), model (Section 3), training
-    (Algorithm 1), and the switches that select the official code's behaviour (SPEC section 3.3).
+    (Algorithm 1), and the switches that select the official code's behaviour (listed with both sides
+    in the book's appendix *The paper and its official code*, book/official_code.md).
     """
 
     # --- data: Definition 3.1 -------------------------------------------------------------
@@ -278,7 +279,8 @@ def field_types() -> dict[str, type]:
 
 # --- presets --------------------------------------------------------------------------------
 
-#: The data settings of the official code (SPEC section 1.3): seed and ranges.
+#: The data settings of the official code (Table 1 and its appendix table; the book's appendix *The
+#: paper and its official code*, section 'The data settings'): seed and ranges.
 SETTINGS: dict[str, dict[str, typing.Any]] = {
     "s1": dict(data_seed=12, alpha_range=(0.5, 2.0), beta_range=(1.0, 2.0), gamma_range=(0.5, 3.0), sigma_p=1.0),
     "s2": dict(data_seed=11, alpha_range=(0.5, 2.0), beta_range=(1.0, 2.0), gamma_range=(0.5, 3.0), sigma_p=2.0),
@@ -295,7 +297,7 @@ PAPER_SEMANTICS: dict[str, typing.Any] = dict(
     single_optimizer="normalized_gd", n_steps=500, n_steps_single=500, data_rng="torch",
 )
 
-#: The official code's side of every switch (SPEC section 3.3).
+#: The official code's side of every switch (book/official_code.md, 'Algorithm 1 and the official code').
 OFFICIAL_SEMANTICS: dict[str, typing.Any] = dict(
     output_heads="two", expert_bias=True, loss="double_softmax_ce", gate="noisy_logit", init="uniform",
     normalization="sum_of_norms", stopping="official", test_noise=True, router_noise="fresh",
@@ -304,7 +306,8 @@ OFFICIAL_SEMANTICS: dict[str, typing.Any] = dict(
 
 SEMANTICS = {"paper": PAPER_SEMANTICS, "official": OFFICIAL_SEMANTICS}
 
-#: Laptop-sized variant: a quarter of the data, same everything else (SPEC section 6 calibrations).
+#: Laptop-sized variant: a quarter of the data, same everything else (the size of the quick verify tier,
+#: at which the calibration records in benchmarks/results/calibration/ were measured).
 QUICK = dict(n_train=4000, n_test=4000)
 
 #: Models by name: architecture and activation.

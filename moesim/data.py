@@ -4,7 +4,8 @@ Two generators draw from the same distribution:
 
 * ``rng="torch"``: vectorized, one ``torch.Generator``;
 * ``rng="official"``: the official code's exact random-number order (numpy's legacy
-  ``RandomState`` for everything, ``torch.randperm`` for the patch order; SPEC section 1.2), so
+  ``RandomState`` for everything, ``torch.randperm`` for the patch order; book/official_code.md,
+  'The data settings'), so
   that setting 1 regenerates the stored labels, centers, features and cluster lists of
   uclaml/MoE element for element. It loops over samples (that is the order it must follow), so
   its output is cached on disk (``moesim.outputs.cache_dir()``: ``$MOESIM_CACHE``, default ``~/.cache/moesim``).
@@ -175,7 +176,7 @@ def _assemble(cfg, V, C, y, k, k_noise, eps, alpha, beta, gamma, xi, perm) -> Da
     )
 
 
-# --- the official code's generator (SPEC section 1.2) ---------------------------------------
+# --- the official code's generator (book/official_code.md, 'The data settings') ---------------
 
 def official_basis(rs: np.random.RandomState, n_clusters: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """Features then centers from one sequential Gram-Schmidt chain, in the code's RNG order."""

@@ -1,8 +1,9 @@
 """The paper's reported numbers (Chen et al. 2022), for side-by-side comparison only.
 
-Values are (mean, std) over 10 runs, accuracy in %, dispatch entropy in nats (SPEC section 5.1).
+Values are (mean, std) over 10 runs, accuracy in %, dispatch entropy in nats (the paper's Table 1 and
+its appendix table; protocol: book/official_code.md, 'The protocol behind Table 1').
 Settings 1 and 2 are the main text's Table 1; settings 3 and 4 are the appendix table (equal to the
-official notebooks' outputs). ``CONFIDENCE`` says how sure the specification is of each entry:
+official notebooks' outputs). ``CONFIDENCE`` says how sure we are of each entry:
 "H" matches the official notebooks' saved outputs, "M" agrees across secondary sources, "L" is
 unverified. Nothing in the tests asserts against an "L" value.
 """

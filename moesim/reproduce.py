@@ -1,8 +1,8 @@
 """The paper's Table 1 protocol: four models, ten seeds each, in each data setting.
 
-Protocol (SPEC section 5.1, the official notebooks): per setting, one fixed data set (the official
-generator and seed); single linear and single nonlinear CNNs (80 filters, Adam, up to 801 epochs
-with the code's stopping rule), linear and nonlinear MoE (8 experts of 16 filters, normalized GD
+Protocol (the official notebooks; book/official_code.md, 'The protocol behind Table 1'): per setting,
+one fixed data set (the official generator and seed); single linear and single nonlinear CNNs
+(80 filters, Adam, up to 801 epochs with the code's stopping rule), linear and nonlinear MoE (8 experts of 16 filters, normalized GD
 and router GD, up to 501 epochs with the code's early stopping); 10 consecutive model seeds on the
 same data; mean and population std (ddof = 0) of the test accuracy and of the final training
 dispatch entropy. ``moesim reproduce table1`` and the book's Table 1 chapter call ``table1``.
@@ -144,6 +144,8 @@ def table1(settings=TABLE1_SETTINGS, models=TABLE1_MODELS, seeds: int | list[int
 # --- command line ----------------------------------------------------------------------------
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
+    from .cli import add_threads_argument
+
     p.add_argument("what", choices=("table1",), help="what to reproduce")
     p.add_argument("--settings", default=",".join(TABLE1_SETTINGS), help="comma list (default %(default)s)")
     p.add_argument("--models", default=",".join(TABLE1_MODELS), help="comma list (default %(default)s)")
@@ -154,12 +156,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None,
                    help="folder for table1.md and table1.json (default: a new runs/reproduce-table1-<time>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder whole")
+    add_threads_argument(p)
     p.add_argument("--no-progress", action="store_true")
 
 
 def main(args: argparse.Namespace) -> int:
-    from .cli import UsageError, parse_seeds
+    from .cli import UsageError, apply_threads, parse_seeds
 
+    apply_threads(args)
     settings = [s for s in args.settings.split(",") if s]
     models = [m for m in args.models.split(",") if m]
     if not settings or not models:

@@ -19,7 +19,7 @@ Spec file (YAML)::
       n_experts: [2, 4, 6, 8, 12, 16, 24, 32]
     seeds: 10                                  # a count, a list, or "0-9"
 
-Command line: ``moesim sweep [SPEC.yaml] [--grid name=v1,v2,...] [--set name=value] [--store FILE]``
+Command line: ``moesim sweep [SWEEP.yaml] [--grid name=v1,v2,...] [--set name=value] [--store FILE]``
 (``--scheduler tcp://host:8786`` for an existing Dask cluster; default: a ``LocalCluster``
 sized to the machine). dask, pyyaml and pandas are imported only when a sweep runs.
 """
@@ -53,7 +53,7 @@ from .store import (
 DEFAULT_STORE = "runs/sweeps.sqlite"  # runs/ is git-ignored
 DEFAULT_PRESET = "official-s1-quick"
 DEFAULT_SEEDS = 10
-_SPEC_KEYS = ("name", "preset", "model", "set", "grid", "seeds")
+_SWEEP_KEYS = ("name", "preset", "model", "set", "grid", "seeds")
 
 
 # --- the grid ---------------------------------------------------------------------------------
@@ -170,11 +170,11 @@ class SweepSpec:
     def from_dict(cls, d: dict[str, typing.Any], name: str | None = None) -> SweepSpec:
         """Build from the mapping of a YAML spec (keys: name, preset, model, set, grid, seeds)."""
         if not isinstance(d, dict):
-            raise ConfigError(f"a sweep spec must be a mapping with keys {', '.join(_SPEC_KEYS)}; "
+            raise ConfigError(f"a sweep spec must be a mapping with keys {', '.join(_SWEEP_KEYS)}; "
                               f"got {type(d).__name__}")
-        unknown = sorted(set(d) - set(_SPEC_KEYS))
+        unknown = sorted(set(d) - set(_SWEEP_KEYS))
         if unknown:
-            raise ConfigError(f"unknown sweep spec key(s) {unknown}; allowed: {', '.join(_SPEC_KEYS)}")
+            raise ConfigError(f"unknown sweep spec key(s) {unknown}; allowed: {', '.join(_SWEEP_KEYS)}")
         fixed, grid = d.get("set") or {}, d.get("grid")
         if not isinstance(fixed, dict):
             raise ConfigError(f"spec 'set' must be a mapping field: value, got {fixed!r}")
@@ -658,7 +658,7 @@ def export_csv(store_path: str | os.PathLike, sweep: str, csv_path: str | os.Pat
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Arguments of ``moesim sweep``."""
-    from .cli import add_config_arguments
+    from .cli import add_config_arguments, add_threads_argument
 
     p.add_argument("spec", nargs="?", default=None,
                    help="YAML sweep spec (keys: name, preset, model, set, grid, seeds); optional with --grid")
@@ -688,6 +688,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export", default=None, metavar="CSV",
                    help="afterwards write the sweep's runs to this CSV (+ .json with its spec and log)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --export CSV")
+    add_threads_argument(p, "torch CPU threads of each task")
     p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -759,7 +760,11 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    from .cli import UsageError
+
     spec = spec_from_args(args)
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads {args.threads} is not allowed; give an integer >= 1")
     if args.export:
         _check_export(Path(args.export), args.overwrite)
     if args.dry_run:
@@ -773,8 +778,8 @@ def _main(args: argparse.Namespace) -> int:
               + (f"; {len(stale)} stale (computed by other code: --retry-stale recomputes them)" if stale else ""))
         return 0
     report = run_sweep(spec, args.store, scheduler=args.scheduler, workers=args.workers,
-                       batch_size=args.batch_size, retry_failed=args.retry_failed, progress=not args.no_progress,
-                       retry_stale=args.retry_stale)
+                       batch_size=args.batch_size, retry_failed=args.retry_failed, threads=args.threads,
+                       progress=not args.no_progress, retry_stale=args.retry_stale)
     print(report.line())
     if args.export:
         path = export_csv(args.store, spec.name, args.export)

@@ -24,6 +24,8 @@ from pathlib import Path
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
+    from .cli import add_threads_argument
+
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", dest="scale", action="store_const", const="quick",
                       help="reduced size: n = 4000, seeds 0-2, median rules (default)")
@@ -53,15 +55,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<i> (default %(default)s)")
     p.add_argument("--out", default=None, help="output folder (default: a new runs/verify-<scale>-<time>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder whole")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice; 1 is faster on a busy shared machine)")
+    add_threads_argument(p)
     p.add_argument("--list", action="store_true", help="list the claims and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def main(args: argparse.Namespace) -> int:
     from . import claims
-    from .cli import UsageError, parse_seeds, progress_bar
+    from .cli import UsageError, apply_threads, parse_seeds, progress_bar
     from .config import parse_override
     from .training import check_device
 
@@ -100,12 +101,7 @@ def main(args: argparse.Namespace) -> int:
         scale = scale.with_seeds(parse_seeds(args.seeds))
     overrides = dict(parse_override(item) for item in args.overrides)
     check_device(args.device)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"--threads {args.threads} is not allowed; give an integer >= 1")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     kind = "mutants" if mutant_names is not None else ("scaling" if args.scaling else "verify")
     from .outputs import default_out, prepare_out
 
@@ -165,7 +161,7 @@ def main(args: argparse.Namespace) -> int:
                   train_time_s=round(ctx.train_seconds, 1), passed=all(r.passed for r in results),
                   claims_passed=sum(r.passed for r in results), claims_total=len(results), **environment())
     table = markdown(results, header)
-    print(table)
+    print(plain_text(results, header))
     _write(out, "verify", table, dict(header, claims=[r.to_dict() for r in results]), args.overwrite)
     print(f"{header['claims_passed']}/{len(results)} claims passed in {wall:.0f} s; written to {out}/verify.md and "
           f"{out}/verify.json")
@@ -240,4 +236,36 @@ def markdown(results, header: dict) -> str:
                          f"{'pass' if c.passed else '**FAIL**'} |")
     lines += ["", "Threshold sources:", ""]
     lines += [f"- **{r.name}**: {_cell(r.source)}" for r in results]
+    return "\n".join(lines)
+
+
+def plain_text(results, header: dict, width: int | None = None) -> str:
+    """The verdict table for a terminal: aligned columns (claim, prediction, measured, verdict), cells
+    wrapped to the terminal's width; the same rows as ``markdown`` (which is what ``verify.md`` holds)."""
+    import shutil
+    import textwrap
+
+    width = width or max(shutil.get_terminal_size((120, 24)).columns, 80)
+    claim_w, verdict_w = max(len(r.name) for r in results) if results else 5, 7
+    rest = width - claim_w - verdict_w - 6
+    pred_w = max(rest * 3 // 5, 20)
+    meas_w = max(rest - pred_w, 16)
+    widths = (claim_w, pred_w, meas_w, verdict_w)
+
+    def row(cells) -> list[str]:
+        wrapped = [textwrap.wrap(str(c), w) or [""] for c, w in zip(cells, widths)]
+        return ["  ".join(f"{(col[i] if i < len(col) else ''):<{w}}" for col, w in zip(wrapped, widths)).rstrip()
+                for i in range(max(map(len, wrapped)))]
+
+    lines = [f"moesim verify ({header['scale']}): {header['claims_passed']}/{header['claims_total']} claims pass; "
+             f"n = {header['n']}, seeds {header['seeds']}, regimes {header.get('regimes')}, device {header['device']}"
+             + (f"; model under test changed by {header['overrides']}" if header["overrides"] else ""), ""]
+    lines += row(("claim", "prediction", "measured", "verdict"))
+    lines.append("  ".join("-" * w for w in widths))
+    for r in results:
+        for i, c in enumerate(r.checks):
+            lines += row((r.name if i == 0 else "", c.prediction, c.measured, "pass" if c.passed else "FAIL"))
+    lines += ["", "Threshold sources:"]
+    for r in results:
+        lines += textwrap.wrap(f"{r.name}: {r.source}", width, subsequent_indent="    ")
     return "\n".join(lines)

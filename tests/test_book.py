@@ -21,7 +21,7 @@ from moesim.cli import UsageError, cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Pages of the TOC that are not experiment chapters (no parameters cell by design).
-NOT_EXPERIMENTS = {"book/index", "book/intro", "book/references"}
+NOT_EXPERIMENTS = {"book/index", "book/intro", "book/references", "book/official_code"}
 
 
 def toc() -> list[str]:

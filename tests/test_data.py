@@ -142,7 +142,7 @@ def _regenerated_files(official_s1_data):
 
 def test_official_s1_regenerates_the_stored_files_exactly(official_s1_data, reference_s1):
     """Official-code mode with seed 12 reproduces labels, centers, features and cluster lists element
-    for element (SPEC section 1.4)."""
+    for element (book/official_code.md, 'The data settings')."""
     regen = _regenerated_files(official_s1_data)
     for name, tensor in regen.items():
         stored = torch.load(reference_s1 / name, map_location="cpu")
@@ -154,7 +154,7 @@ def test_official_s1_regenerates_the_stored_files_exactly(official_s1_data, refe
 
 
 def test_official_s1_derived_facts(official_s1_data):
-    """Facts derived from the stored files (SPEC section 1.4), checked without them: sizes, label
+    """Facts derived from the official repository's stored files, checked without them: sizes, label
     counts, cluster sizes, and the checksums of the stored tensors."""
     train, test = official_s1_data
     assert train.n == test.n == 16000
@@ -167,7 +167,8 @@ def test_official_s1_derived_facts(official_s1_data):
 
 
 def test_settings_s2_to_s4_share_labels_and_clusters():
-    """s2, s3, s4 use seed 11 and differ only in ranges and noise scale (SPEC section 1.3)."""
+    """s2, s3, s4 use seed 11 and differ only in ranges and noise scale (moesim.config.SETTINGS;
+    book/official_code.md, 'The data settings')."""
     data = {s: generate(preset(f"official-{s}-quick"))[0] for s in ("s2", "s3")}
     assert torch.equal(data["s2"].y, data["s3"].y) and torch.equal(data["s2"].cluster, data["s3"].cluster)
     assert not torch.equal(data["s2"].x, data["s3"].x)

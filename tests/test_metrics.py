@@ -1,4 +1,5 @@
-"""Dispatch entropy, Eq. (6.1), on worked examples (SPEC sections 4.2 and 6.8)."""
+"""Dispatch entropy, the paper's Eq. (6.1), on worked examples (the load-weighted entropy of the
+cluster given the expert; book/official_code.md, 'The protocol behind Table 1')."""
 
 from __future__ import annotations
 

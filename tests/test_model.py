@@ -97,7 +97,8 @@ def test_routed_kernel_equals_dense(activation, routing):
 
 def test_permutation_invariance_over_patches():
     """f_m and h sum over patches with shared filters, so shuffling patches changes nothing
-    (SPEC section 2.5): outputs, loss and gradients are equal."""
+    (Definition 3.1 shuffles them; Section 3's f_m and h are sums over p): outputs, loss and gradients
+    are equal."""
     cfg, prob, a, params, noise = _setup("official")
     g = torch.Generator().manual_seed(3)
     perm = torch.argsort(torch.rand(prob.x.shape[:2], generator=g), 1)

@@ -51,8 +51,8 @@ def test_fast_engine_equals_autograd_engine(name):
 
 
 def test_official_moe_early_stopping_rule():
-    """SPEC section 3.2: keep the running minimum; when the loss does not improve, stop if it rose by
-    more than 0.02 or if it is already <= 0.314 -- before taking the step."""
+    """The official early-stopping rule (book/official_code.md): keep the running minimum; when the
+    loss does not improve, stop if it rose by more than 0.02 or if it is already <= 0.314 -- before taking the step."""
     cfg = preset("official-s1")
     best = torch.tensor([0.50, 0.50, 0.320, 0.3130])
     loss = torch.tensor([0.49, 0.53, 0.3139, 0.3135])  # improves / rises by > 0.02 / improves / up but <= 0.314
@@ -74,7 +74,8 @@ def test_early_stopped_runs_freeze_and_report_their_stop_step():
     for i in range(1):
         stop = int(res.summary["updates"][i])
         assert res.summary["stopped_early"][i] and stop < 501
-        # the reported entropy is the one of the forward pass at which the rule fired (SPEC 4.2)
+        # the reported entropy is the one of the forward pass at which the rule fired
+        # (book/official_code.md, 'The protocol behind Table 1')
         assert res.summary["dispatch_entropy"][i] == res.history["dispatch_entropy"][stop, i]
         assert np.isnan(res.history["loss"][stop + 1:, i]).all()
         assert res.history["loss"][stop, i] <= 0.314 or res.history["loss"][stop, i] > np.nanmin(
@@ -96,7 +97,8 @@ def test_divergence_names_the_step_and_keeps_the_trajectory():
 
 def test_zero_router_dispatches_uniformly_at_first():
     """Theta^(0) = 0 plus U[0,1] noise routes uniformly: the first step's dispatch entropy is ln K
-    up to the plug-in estimator's bias, about (K-1)M/(2n) = 0.003 at n = 4000 (SPEC section 6.8)."""
+    up to the plug-in estimator's bias, about (K-1)M/(2n) = 0.003 at n = 4000 (the Miller-Madow bias of
+    the plug-in entropy)."""
     cfg = preset("official-s1-quick", "moe-nonlinear", n_steps=1)
     res = moesim.train(cfg, [0, 1, 2])
     ent = res.history["dispatch_entropy"][0]

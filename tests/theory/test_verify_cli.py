@@ -43,12 +43,16 @@ def test_quick_and_full_are_exclusive(capsys):
 
 
 def test_writes_markdown_and_json(tmp_path, capsys):
-    """A cheap real claim (Lemma 5.1) end to end: exit 0, table printed and written as .md and .json."""
+    """A cheap real claim (Lemma 5.1) end to end: exit 0, an aligned plain-text table printed (no
+    Markdown pipes or escapes on the terminal), the Markdown table written as .md, and .json."""
     assert cli(["verify", "--claims", "lemma5.1", "--no-progress", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "| claim | prediction | measured | verdict |" in out and "lemma5.1" in out
+    head = next(line for line in out.splitlines() if line.startswith("claim "))
+    assert head.split() == ["claim", "prediction", "measured", "verdict"] and "\\|" not in out and "|---" not in out
+    rows = out.splitlines()[out.splitlines().index(head) + 2:]
+    assert rows[0].startswith("lemma5.1 ") and rows[0].rstrip().endswith("pass")
     md = (tmp_path / "verify.md").read_text()
-    assert md.strip() in out
+    assert "| claim | prediction | measured | verdict |" in md and "lemma5.1" in md
     data = json.loads((tmp_path / "verify.json").read_text())
     assert data["passed"] is True and data["scale"] == "quick" and data["n"] == 4000
     (claim,) = data["claims"]
@@ -63,7 +67,8 @@ def test_failing_claim_exits_1(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(claims.base.REGISTRY, "lemma5.1", failing)
     assert cli(["verify", "--claims", "lemma5.1", "--no-progress", "--out", str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    assert "**FAIL**" in out and "0/1 claims pass" in out
+    assert "FAIL" in out and "**" not in out and "0/1 claims pass" in out
+    assert "**FAIL**" in (tmp_path / "verify.md").read_text()
     assert json.loads((tmp_path / "verify.json").read_text())["claims"][0]["verdict"] == "FAIL"
 
 

@@ -249,7 +249,7 @@ def main() -> int:
                 print(f"NOT CLEAN ({group}): {r.get('argv', '')} -> {r['err']}", file=sys.stderr)
     for r in m["faults"]:
         if not r["ok"]:
-            print(f"FAULT NOT AS SPECIFIED: {r}", file=sys.stderr)
+            print(f"FAULT NOT AS EXPECTED: {r}", file=sys.stderr)
     md = markdown(m)
     print(md)
     if args.json:

@@ -25,8 +25,8 @@ import argparse
 import ast
 import functools
 import importlib.util
-import re
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -397,8 +397,12 @@ def published_links(text: str, rel: Path) -> str:
 
 
 def default_out_dir(chapter: Path) -> Path:
-    """A new folder ``runs/book-<chapter>-<time>`` of the current directory (not of the checkout)."""
-    return Path.cwd() / "runs" / f"book-{chapter.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """A new folder ``runs/book-<chapter>-<time>`` of the current directory (not of the checkout).
+
+    The same rule as every other command (``moesim.outputs.default_out``)."""
+    from .outputs import default_out
+
+    return default_out("book", chapter.stem, root=Path.cwd() / "runs")
 
 
 # --- command line --------------------------------------------------------------------------
@@ -416,6 +420,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     run.add_argument("--html", action="store_true",
                      help="also render the executed chapter as one HTML page (links to the published book)")
     run.add_argument("--out", default=None, help="output folder (default runs/book-<chapter>-<time>)")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder whole")
     run.add_argument("--no-progress", action="store_true", help="no line per executed cell on stderr")
     run.add_argument("--log", action="store_true", help="stream the notebook's output while it runs")
     show = sub.add_parser("list", help="list the chapters and their parameters")
@@ -438,9 +443,15 @@ def main(args: argparse.Namespace) -> int:
     rel = str(chapter.relative_to(root))
     defaults = chapter_parameters(chapter)
     params = dict(parse_parameter(item, defaults, rel) for item in args.parameters)
+    from .outputs import OutputError, prepare_out
+
     out = Path(args.out).resolve() if args.out else default_out_dir(chapter)
-    if out.exists() and any(out.iterdir()):
-        raise UsageError(f"--out {out} exists and is not empty; give a new folder")
+    if out.exists() and any(out.iterdir()) and args.overwrite:
+        shutil.rmtree(out)  # replaced whole, never merged with an earlier run's files
+    try:
+        out = prepare_out(out)  # created and checked for writability before anything runs
+    except OutputError as err:
+        raise UsageError(str(err)) from None
     values = dict(defaults, **params)
     print(f"moesim book: executing {rel} with " + (", ".join(f"{k}={v!r}" for k, v in params.items()) or "its defaults"),
           flush=True)

@@ -8,6 +8,7 @@ Subcommands live in their own modules, imported only when used; each module expo
     moesim reproduce  the paper's Table 1 protocol        (moesim.reproduce)
     moesim book       re-run a book chapter               (moesim.bookrun)
     moesim sweep      parameter sweeps on Dask            (moesim.sweeps)
+    moesim replay     the official notebooks' own runs    (moesim.replay)
 
 Bad input (unknown preset, model, field, wrong value type, impossible sizes) ends with one
 message naming the parameter and exit code 2, without a traceback.
@@ -27,6 +28,7 @@ SUBCOMMANDS = {
     "reproduce": ("moesim.reproduce", "run the paper's Table 1 protocol"),
     "book": ("moesim.bookrun", "re-execute a book chapter with other parameters"),
     "sweep": ("moesim.sweeps", "run a parameter grid on Dask into a run store"),
+    "replay": ("moesim.replay", "replay an official demo notebook's runs and compare them with its printed output"),
 }
 
 

@@ -90,8 +90,11 @@ def moe_init(stream: NotebookStream, cfg: Config, program: dict) -> Params:
 
     Router ``Conv1d(1, M, d, d, bias=False)`` (then zeroed: Theta^(0) = 0, Algorithm 1), the
     router's tie-break normal noise (data_num, M) with std 1e-5, then for each expert m a
-    ``Conv1d(1, 2J', d, d)`` (weight, bias), both times 0.001. Channel j of expert m is filter
-    w_mj; the first J' channels are logit 0 (a_j = -1), the last J' logit 1 (a_j = +1).
+    ``Conv1d(1, 2J', d, d)`` (weight, bias), both times ``init_uniform_scale`` (0.001). Channel j
+    of expert m is filter w_mj; the first J' channels are logit 0 (a_j = -1), the last J' logit 1
+    (a_j = +1). With ``cfg.init == "gaussian"`` (Algorithm 1's N(0, sigma_0^2)) the same uniform
+    draws u are mapped to Gaussians by the inverse CDF, sigma_0 * sqrt(2) * erfinv(u / bound):
+    common random numbers for the initialization too.
     """
     M, d = cfg.experts, cfg.patch_dim
     stream.conv1d(M, d, bias=False)  # the router's default init, multiplied by 0
@@ -99,9 +102,15 @@ def moe_init(stream: NotebookStream, cfg: Config, program: dict) -> Params:
     Ws, bs = [], []
     for _ in range(M):  # one module per expert, in construction order
         w, b = stream.conv1d(cfg.filters, d)
-        Ws.append(w[:, 0] * 0.001)
-        bs.append(b * 0.001)
+        Ws.append(w[:, 0])
+        bs.append(b)
     W, b = torch.stack(Ws)[None], torch.stack(bs)[None]
+    if cfg.init == "gaussian":
+        bound, tiny = 1 / math.sqrt(d), 1e-12
+        W, b = [(cfg.init_sigma * math.sqrt(2) * torch.erfinv((t.double() / bound).clamp(-1 + tiny, 1 - tiny))).float()
+                for t in (W, b)]
+    else:
+        W, b = W * cfg.init_uniform_scale, b * cfg.init_uniform_scale
     return Params(W, b if cfg.expert_bias else None, torch.zeros(1, d, M))
 
 
@@ -174,8 +183,8 @@ def cell_config(notebook: dict, cell: dict, **overrides) -> Config:
 
 
 @lru_cache(maxsize=4)
-def _data(setting: str, n: int):
-    cfg = preset(f"official-{setting}", "moe-nonlinear", n_train=n, n_test=n)
+def _data(setting: str, n: int, scale: float):
+    cfg = preset(f"official-{setting}", "moe-nonlinear", n_train=n, n_test=n, data_scale=scale)
     return data_mod.generate(cfg)
 
 
@@ -186,7 +195,7 @@ def replay_run(stream: NotebookStream, notebook: dict, cell: dict, run: int, *, 
     state = stream.get_state()
     init = moe_init(stream, cfg, notebook)
     M = cfg.experts
-    prob = problem if problem is not None else make_problem(cfg, _data(notebook["setting"], notebook["data_num"]))
+    prob = problem if problem is not None else make_problem(cfg, _data(notebook["setting"], notebook["data_num"], cfg.data_scale))
     initial = None
     if cell["pre_forward"]:  # the untrained router is zero: the routing is the noise's argmax
         r = stream.rand((notebook["data_num"], M))

@@ -1,0 +1,125 @@
+"""Replaying the official demo notebooks' own runs (moesim.replay) against what they printed.
+
+The reference numbers are the notebooks' stored outputs (uclaml/MoE, ``synthetic_demo_s*.ipynb``,
+extracted into ``moesim/replay_data`` by ``benchmarks/extract_notebook_runs.py``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from moesim import replay as R
+from moesim.cli import cli
+from moesim.model import expert_outputs_dense, second_layer
+
+
+def test_stream_draws_as_torch_modules_do():
+    """The stream's Conv1d draws equal nn.Conv1d's own default init under the same seed, and the
+    later draws (tie-break normal, router noise) continue from the same generator position."""
+    with torch.random.fork_rng():
+        torch.manual_seed(11)
+        router = torch.nn.Conv1d(1, 8, 50, 50, bias=False)
+        tie = torch.normal(0, 1e-5, size=(16000, 8))
+        expert = torch.nn.Conv1d(1, 16, 50, 50)
+        noise = torch.rand(16000, 8)
+    s = R.NotebookStream(11)
+    w_router, _ = s.conv1d(8, 50, bias=False)
+    assert torch.equal(w_router, router.weight.detach())
+    assert torch.equal(s.normal(1e-5, (16000, 8)), tie)
+    w, b = s.conv1d(16, 50)
+    assert torch.equal(w, expert.weight.detach()) and torch.equal(b, expert.bias.detach())
+    assert torch.equal(s.rand((16000, 8)), noise)
+
+
+def test_moe_init_maps_channels_to_the_two_heads():
+    """Expert m's Conv1d output, summed over patches per head and cubed as the official ConvNet,
+    gives logit_1 - logit_0 = moesim's f_m(x): channel j is filter j, the first half is logit 0."""
+    nb = R.load_notebook("synthetic_demo_s1")
+    cell = next(c for c in nb["cells"] if c["cell"] == 16)
+    cfg = R.cell_config(nb, cell, n_train=64, n_test=64)
+    s = R.NotebookStream(3)
+    params = R.moe_init(s, cfg, nb)
+    assert params.W.shape == (1, 8, 16, 50) and bool((params.theta == 0).all())
+    x = torch.randn(5, 4, 50, generator=torch.Generator().manual_seed(0)) * 10
+    ours = expert_outputs_dense(cfg, params, x, second_layer(cfg, 16, torch.float32, "cpu"))[0]  # (M, n)
+    conv = torch.nn.functional.conv1d(x.reshape(5, 1, 200), params.W[0, 2][:, None], params.b[0, 2], stride=50)
+    z = (conv**3).sum(2)  # (n, 16)
+    official = z[:, 8:].sum(1) - z[:, :8].sum(1)
+    assert torch.allclose(ours[2], official, rtol=1e-5, atol=1e-12)
+    assert math.isclose(float(params.W.abs().max()), 0.001 / math.sqrt(50), rel_tol=0.05)
+
+
+@pytest.fixture(scope="module")
+def s1_first_runs():
+    """Cell 16 (the showcase) and the first two runs of cell 18 of synthetic_demo_s1 (about 30 s)."""
+    torch.set_num_threads(1)
+    return R.replay("synthetic_demo_s1", [16, 18], {18: 2})
+
+
+def test_showcase_run_replays_exactly(s1_first_runs):
+    """Cell 16: the routing before training, the printed loss lines, the stopping point (209
+    forwards: the lines stop at epoch 201), the routing after training and both accuracies."""
+    show = s1_first_runs[0]
+    assert (show.cell, show.forwards, show.stopped_early) == (16, 209, True)
+    checks = [c for c in R.compare("synthetic_demo_s1", s1_first_runs) if c.cell == 16]
+    assert len(checks) == 6 and all(c.ok for c in checks), [c for c in checks if not c.ok]
+
+
+def test_first_runs_of_cell_18_replay_exactly(s1_first_runs):
+    checks = [c for c in R.compare("synthetic_demo_s1", s1_first_runs) if c.cell == 18]
+    assert [c.printed for c in checks] == [99.7812, 99.9688]
+    assert all(c.ok for c in checks), [c for c in checks if not c.ok]
+
+
+def test_compare_flags_a_changed_printed_value(s1_first_runs, monkeypatch):
+    nb = R.load_notebook("synthetic_demo_s1")
+    nb["cells"][2]["printed"]["final_counts"][2] += 1
+    monkeypatch.setattr(R, "load_notebook", lambda name: nb)
+    bad = [c.what for c in R.compare("synthetic_demo_s1", s1_first_runs) if not c.ok]
+    assert bad == ["routing after training"]
+
+
+def test_cli_exits_1_on_a_mismatch_and_prints_both(s1_first_runs, monkeypatch, capsys):
+    nb = R.load_notebook("synthetic_demo_s1")
+    nb["cells"][3]["printed"]["test_accuracy"][1] = 99.9687
+    monkeypatch.setattr(R, "load_notebook", lambda name: nb)
+    monkeypatch.setattr(R, "replay", lambda *a, **k: s1_first_runs)
+    assert cli(["replay", "synthetic_demo_s1", "--cells", "16,18", "--runs", "2"]) == 1
+    out = capsys.readouterr().out
+    assert "99.9687" in out and "99.9688" in out and "MISMATCH" in out
+
+
+@pytest.mark.parametrize("args, words", [
+    (["replay", "synthetic_demo_s9"], "notebook"),
+    (["replay", "synthetic_demo_s1", "--cells", "13"], "--cells"),
+    (["replay", "synthetic_demo_s1", "--cells", "x"], "--cells"),
+    (["replay", "synthetic_demo_s1", "--runs", "0"], "--runs"),
+])
+def test_cli_bad_input_exits_2(args, words, capsys):
+    assert cli(args) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+
+
+def test_every_stored_notebook_has_the_program_the_replay_needs():
+    """The four demo notebooks share one program shape; only seeds, settings and epochs differ."""
+    assert R.notebooks() == [f"synthetic_demo_s{i}" for i in range(1, 5)]
+    for name in R.notebooks():
+        nb = R.load_notebook(name)
+        moe = [c for c in nb["cells"] if c["model"] == "moe"]
+        assert [c["cell"] for c in moe] == [16, 18, 20, 22]
+        assert [c["runs"] for c in moe] == [1, 10, 1, 10]
+        assert all(len(c["printed"]["test_accuracy"]) == 10 for c in moe if c["runs"] == 10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["synthetic_demo_s1"])
+def test_every_moe_run_replays_exactly(name):
+    """All MoE runs of the notebook (cells 16, 18, 20, 22): every printed value (about 4 minutes)."""
+    torch.set_num_threads(1)
+    checks = R.compare(name, R.replay(name))
+    assert len(checks) == 2 * 6 + 2 * 14
+    assert all(c.ok for c in checks), [c for c in checks if not c.ok]

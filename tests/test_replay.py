@@ -43,9 +43,13 @@ def test_moe_init_maps_channels_to_the_two_heads():
     s = R.NotebookStream(3)
     params = R.moe_init(s, cfg, nb)
     assert params.W.shape == (1, 8, 16, 50) and bool((params.theta == 0).all())
+    raw = R.NotebookStream(3)  # the same draws, taken as the official modules take them
+    raw.conv1d(8, 50, bias=False)
+    raw.normal(1e-5, (16000, 8))
+    w, b = [raw.conv1d(16, 50) for _ in range(3)][2]  # expert 2's Conv1d
     x = torch.randn(5, 4, 50, generator=torch.Generator().manual_seed(0)) * 10
     ours = expert_outputs_dense(cfg, params, x, second_layer(cfg, 16, torch.float32, "cpu"))[0]  # (M, n)
-    conv = torch.nn.functional.conv1d(x.reshape(5, 1, 200), params.W[0, 2][:, None], params.b[0, 2], stride=50)
+    conv = torch.nn.functional.conv1d(x.reshape(5, 1, 200), w * 0.001, b * 0.001, stride=50)
     z = (conv**3).sum(2)  # (n, 16)
     official = z[:, 8:].sum(1) - z[:, :8].sum(1)
     assert torch.allclose(ours[2], official, rtol=1e-5, atol=1e-12)

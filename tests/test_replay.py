@@ -119,11 +119,58 @@ def test_every_stored_notebook_has_the_program_the_replay_needs():
         assert all(len(c["printed"]["test_accuracy"]) == 10 for c in moe if c["runs"] == 10)
 
 
+#: Largest difference, in test samples, between a printed and a replayed run accuracy of the linear
+#: cells of synthetic_demo_s1: 1 (benchmarks/results/calibration/replay.md, measured with
+#: `moesim replay synthetic_demo_s1`). Such samples sit on a rounding edge: moesim's two step engines
+#: themselves classify one of them differently (same record).
+LINEAR_SAMPLES_OFF = 1
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["synthetic_demo_s1"])
-def test_every_moe_run_replays_exactly(name):
-    """All MoE runs of the notebook (cells 16, 18, 20, 22): every printed value (about 4 minutes)."""
+def test_every_moe_run_of_s1_replays():
+    """All MoE runs of synthetic_demo_s1 (about 4 minutes): the nonlinear cells 16 and 18 exactly,
+    every printed value; the linear cells 20 and 22 exactly in routing and printed losses, and each
+    run's accuracy within LINEAR_SAMPLES_OFF samples (so the stream stays aligned run after run)."""
     torch.set_num_threads(1)
-    checks = R.compare(name, R.replay(name))
+    checks = R.compare("synthetic_demo_s1", R.replay("synthetic_demo_s1"))
     assert len(checks) == 2 * 6 + 2 * 14
-    assert all(c.ok for c in checks), [c for c in checks if not c.ok]
+    nonlinear = [c for c in checks if c.cell in (16, 18)]
+    assert all(c.ok for c in nonlinear), [c for c in nonlinear if not c.ok]
+    linear = [c for c in checks if c.cell in (20, 22)]
+    exact = [c for c in linear if "routing" in c.what or "loss" in c.what]
+    assert len(exact) == 4 and all(c.ok for c in exact), [c for c in exact if not c.ok]
+    runs = [c for c in linear if c.samples_off is not None]
+    assert len(runs) == 12 and max(c.samples_off for c in runs) <= LINEAR_SAMPLES_OFF
+
+def test_a_run_replayed_from_its_saved_state_is_the_same_run(s1_first_runs):
+    """Common random numbers: restarting run 2 of cell 18 from its saved stream state repeats it."""
+    from moesim import paired
+
+    base = [r for r in s1_first_runs if r.cell == 18][1:]
+    again = paired.replay_with("synthetic_demo_s1", base, {})[0]
+    assert (again.forwards, again.correct["test"], again.cluster_counts) == \
+        (base[0].forwards, base[0].correct["test"], base[0].cluster_counts)
+
+
+def test_gaussian_init_reuses_the_uniform_draws():
+    """Algorithm 1's N(0, sigma_0^2) init from the same draws: same order of values, right spread."""
+    nb = R.load_notebook("synthetic_demo_s1")
+    cell = nb["cells"][3]
+    uni = R.moe_init(R.NotebookStream(5), R.cell_config(nb, cell), nb).W.flatten()
+    gau = R.moe_init(R.NotebookStream(5), R.cell_config(nb, cell, init="gaussian"), nb).W.flatten()
+    assert torch.equal(uni.argsort(), gau.argsort())
+    # 6400 draws: the sample std is within 5 % of sigma_0 = 1e-3 (its own sd is ~ 1 / sqrt(2 * 6400) = 0.9 %)
+    assert abs(float(gau.std()) / 1e-3 - 1) < 0.05
+
+
+def test_intervals_match_the_textbook_formulas():
+    from scipy import stats
+
+    from moesim import paired
+
+    mean, half = paired.paired_interval([0.0, 0.0, 0.0], [1.0, 2.0, 3.0])
+    assert mean == 2.0 and math.isclose(half, stats.t.ppf(0.975, 2) / math.sqrt(3))
+    a, b = [1.0, 2.0, 4.0, 7.0], [3.0, 3.5, 9.0, 10.0, 12.0]
+    mean, half = paired.welch_interval(a, b)
+    ci = stats.ttest_ind(b, a, equal_var=False).confidence_interval(0.95)
+    assert math.isclose(mean, (ci.low + ci.high) / 2) and math.isclose(half, (ci.high - ci.low) / 2)

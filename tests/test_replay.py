@@ -119,28 +119,34 @@ def test_every_stored_notebook_has_the_program_the_replay_needs():
         assert all(len(c["printed"]["test_accuracy"]) == 10 for c in moe if c["runs"] == 10)
 
 
-#: Largest difference, in test samples, between a printed and a replayed run accuracy of the linear
-#: cells of synthetic_demo_s1: 1 (benchmarks/results/calibration/replay.md, measured with
-#: `moesim replay synthetic_demo_s1`). Such samples sit on a rounding edge: moesim's two step engines
-#: themselves classify one of them differently (same record).
-LINEAR_SAMPLES_OFF = 1
+#: Largest difference, in samples, allowed between a printed and a replayed run accuracy: twice the
+#: largest one measured (s1: 1, s2: 4, s3 and s4: 0; benchmarks/results/calibration/replay.md, from
+#: `python benchmarks/replay_notebooks.py ...`), and at least 1, the resolution at which moesim's own
+#: two step engines disagree on an s1 run (same record). Such samples sit on a float32 rounding edge.
+SAMPLES_OFF = {"synthetic_demo_s1": 2, "synthetic_demo_s2": 8, "synthetic_demo_s3": 1, "synthetic_demo_s4": 1}
 
 
 @pytest.mark.slow
-def test_every_moe_run_of_s1_replays():
-    """All MoE runs of synthetic_demo_s1 (about 4 minutes): the nonlinear cells 16 and 18 exactly,
-    every printed value; the linear cells 20 and 22 exactly in routing and printed losses, and each
-    run's accuracy within LINEAR_SAMPLES_OFF samples (so the stream stays aligned run after run)."""
+@pytest.mark.parametrize("name", sorted(SAMPLES_OFF))
+def test_every_moe_run_replays(name):
+    """All MoE runs of a notebook (4 to 7 minutes each): the showcase cells' routing before and after
+    training, per cluster, and their printed loss lines exactly; every run's accuracy within
+    SAMPLES_OFF samples. A moved stopping epoch would shift the stream and every later run."""
     torch.set_num_threads(1)
-    checks = R.compare("synthetic_demo_s1", R.replay("synthetic_demo_s1"))
+    checks = R.compare(name, R.replay(name))
     assert len(checks) == 2 * 6 + 2 * 14
-    nonlinear = [c for c in checks if c.cell in (16, 18)]
-    assert all(c.ok for c in nonlinear), [c for c in nonlinear if not c.ok]
-    linear = [c for c in checks if c.cell in (20, 22)]
-    exact = [c for c in linear if "routing" in c.what or "loss" in c.what]
-    assert len(exact) == 4 and all(c.ok for c in exact), [c for c in exact if not c.ok]
-    runs = [c for c in linear if c.samples_off is not None]
-    assert len(runs) == 12 and max(c.samples_off for c in runs) <= LINEAR_SAMPLES_OFF
+    exact = [c for c in checks if "routing" in c.what or "loss" in c.what]
+    assert len(exact) == 8 and all(c.ok for c in exact), [c for c in exact if not c.ok]
+    runs = [c for c in checks if c.samples_off is not None]
+    assert len(runs) == 2 * 2 + 2 * 10 and max(c.samples_off for c in runs) <= SAMPLES_OFF[name]
+
+
+@pytest.mark.slow
+def test_the_nonlinear_runs_of_s1_replay_exactly():
+    """synthetic_demo_s1 cells 16 and 18, every printed value (Table 1's nonlinear MoE, setting 1)."""
+    torch.set_num_threads(1)
+    checks = R.compare("synthetic_demo_s1", R.replay("synthetic_demo_s1", [16, 18]))
+    assert len(checks) == 6 + 14 and all(c.ok for c in checks), [c for c in checks if not c.ok]
 
 def test_a_run_replayed_from_its_saved_state_is_the_same_run(s1_first_runs):
     """Common random numbers: restarting run 2 of cell 18 from its saved stream state repeats it."""

@@ -180,3 +180,14 @@ def test_intervals_match_the_textbook_formulas():
     mean, half = paired.welch_interval(a, b)
     ci = stats.ttest_ind(b, a, equal_var=False).confidence_interval(0.95)
     assert math.isclose(mean, (ci.low + ci.high) / 2) and math.isclose(half, (ci.high - ci.low) / 2)
+
+
+def test_train_refuses_an_init_of_the_wrong_shape():
+    from moesim import preset
+    from moesim.model import Params
+    from moesim.training import train
+
+    cfg = preset("official-s1", "moe-nonlinear", n_train=40, n_test=40, n_steps=2)
+    bad = Params(torch.zeros(1, 8, 15, 50), torch.zeros(1, 8, 16), torch.zeros(1, 50, 8))
+    with pytest.raises(ValueError, match=r"init\.W has shape \(1, 8, 15, 50\).*\(1, 8, 16, 50\)"):
+        train(cfg, [0], init=bad)

@@ -191,3 +191,49 @@ def test_train_refuses_an_init_of_the_wrong_shape():
     bad = Params(torch.zeros(1, 8, 15, 50), torch.zeros(1, 8, 16), torch.zeros(1, 50, 8))
     with pytest.raises(ValueError, match=r"init\.W has shape \(1, 8, 15, 50\).*\(1, 8, 16, 50\)"):
         train(cfg, [0], init=bad)
+
+
+def _nb(cells):
+    return {"cells": [{"cell_type": "code", "source": src, "outputs": [{"text": out}] if out else []}
+                      for src, out in cells]}
+
+
+def test_extractor_reads_a_notebook_program_and_its_printed_output():
+    """benchmarks/extract_notebook_runs.py on a miniature notebook in the demo notebooks' shape."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "extract_notebook_runs.py"
+    spec = importlib.util.spec_from_file_location("extract_notebook_runs", path)
+    ex = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ex)
+    nb = _nb([
+        ("torch.manual_seed(7)\nnp.random.seed(7)", ""),
+        ("DATA_NUM = 100\nEXPERT_NUM = 4\nPATCH_LEN = 50", ""),
+        ("x = torch.load('synthetic_data_s3/train_data.pt')", ""),
+        ("num_epochs = 801\nsingle = ConvNet(200, 40, PATCH_NUM, small=False, nonlinear=True)", ""),
+        ("num_epochs = 601\nm = MoE(200, 8, PATCH_NUM, EXPERT_NUM, strategy='top1', nonlinear=False)\n"
+         "_, s, _ = m(training_data)\ntrain(m, ...)\ntest(m, criterion, training_data, training_labels)\n"
+         "test(m, criterion, test_data, test_labels)",
+         "tensor([30., 20., 25., 25.])\nEpoch 1 --- loss: 0.693\nFinished Training\ntensor([ 1.,  0., 99.,  0.])\n"
+         "Accuracy of the network on the 100 test images: 97.0000 %\n"
+         "Accuracy of the network on the 100 test images: 95.0000 %\ntensor([1, 0, 49, 0])\ntensor([0, 0, 50, 0])\n"),
+        ("for i in range(2):\n    num_epochs = 501\n    m = MoE(200, 8, PATCH_NUM, EXPERT_NUM, strategy='top1', "
+         "nonlinear=True)\n    train(m, ..., verbose=False)\n    acc = test(m, criterion, test_data, test_labels)",
+         "Finished Training\nAccuracy of the network on the 100 test images: 99.0000 %\nFinished Training\n"
+         "Accuracy of the network on the 100 test images: 98.0000 %\n\nAverage test accuracy: 98.5.\n"
+         "Standard deviation: 0.5\n\nAverage dispatch entropy 0.10000000149011612.\nStandard deviation: 0.02\n"),
+    ])
+    out = ex.extract(nb)
+    assert (out["seed"], out["setting"], out["data_num"], out["experts"]) == (7, "s3", 100, 4)
+    single, show, loop = out["cells"]
+    assert single == dict(cell=3, model="single", out_channels=80)
+    assert (show["activation"], show["epochs"], show["pre_forward"], show["evals"], show["runs"]) == \
+        ("linear", 601, True, ["train", "test"], 1)
+    assert show["printed"] == dict(initial_counts=[30, 20, 25, 25], final_counts=[1, 0, 99, 0],
+                                   accuracy=dict(train=97.0, test=95.0), cluster_counts=[[1, 0, 49, 0], [0, 0, 50, 0]],
+                                   losses=[[1, 0.693]])
+    assert (loop["activation"], loop["epochs"], loop["runs"], loop["verbose"], loop["evals"]) == \
+        ("cubic", 501, 2, False, ["test"])
+    assert loop["printed"] == dict(test_accuracy=[99.0, 98.0], mean_accuracy=98.5, std_accuracy=0.5,
+                                   mean_entropy=0.10000000149011612, std_entropy=0.02)

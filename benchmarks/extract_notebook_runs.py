@@ -54,7 +54,8 @@ def _printed_showcase(text: str, evals: list[str], verbose: bool) -> dict:
 
 
 def _printed_loop(text: str) -> dict:
-    stats = re.findall(r"(Average test accuracy|Standard deviation|Average dispatch entropy):? ([\d.]+?)\.?\n", text + "\n")
+    stats = re.findall(r"(Average test accuracy|Standard deviation|Average dispatch entropy):? ([\d.]+?)\.?\n",
+                       text + "\n")
     values = [float(v) for _, v in stats]
     return dict(test_accuracy=_accuracies(text), mean_accuracy=values[0], std_accuracy=values[1],
                 mean_entropy=values[2], std_entropy=values[3])
@@ -66,7 +67,8 @@ def extract(nb: dict) -> dict:
     src = ["".join(c["source"]) if c["cell_type"] == "code" else "" for c in cells]
     seed = int(re.search(r"torch\.manual_seed\((\d+)\)", src[0]).group(1))
     setting = re.search(r"synthetic_data_(s\d)/train_data\.pt", "".join(src)).group(1)
-    consts = {k: int(v) for s in src for k, v in re.findall(r"^(DATA_NUM|EXPERT_NUM|CLUSTER_NUM|PATCH_NUM|PATCH_LEN) = (\d+)", s, re.M)}
+    names = r"^(DATA_NUM|EXPERT_NUM|CLUSTER_NUM|PATCH_NUM|PATCH_LEN) = (\d+)"
+    consts = {k: int(v) for s in src for k, v in re.findall(names, s, re.M)}
     program, num_epochs = [], None
     for i, s in enumerate(src):
         for m in re.finditer(r"^\s*num_epochs = (\d+)", s, re.M):

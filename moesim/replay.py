@@ -195,7 +195,9 @@ def replay_run(stream: NotebookStream, notebook: dict, cell: dict, run: int, *, 
     state = stream.get_state()
     init = moe_init(stream, cfg, notebook)
     M = cfg.experts
-    prob = problem if problem is not None else make_problem(cfg, _data(notebook["setting"], notebook["data_num"], cfg.data_scale))
+    if problem is None:
+        problem = make_problem(cfg, _data(notebook["setting"], notebook["data_num"], cfg.data_scale))
+    prob = problem
     initial = None
     if cell["pre_forward"]:  # the untrained router is zero: the routing is the noise's argmax
         r = stream.rand((notebook["data_num"], M))
@@ -309,8 +311,8 @@ def compare(name: str, replays: list[RunReplay]) -> list[Check]:
             checks.append(Check(c, "routing per cluster", p["cluster_counts"], r.cluster_counts))
             continue
         for i, r in enumerate(rs):
-            checks.append(Check(c, f"run {i + 1} test accuracy (%)", p["test_accuracy"][i], _round(r.accuracy("test"), 4),
-                                r.n_eval["test"]))
+            checks.append(Check(c, f"run {i + 1} test accuracy (%)", p["test_accuracy"][i],
+                                _round(r.accuracy("test"), 4), r.n_eval["test"]))
         if len(rs) == cell["runs"]:
             acc = np.array([r.accuracy("test") for r in rs])
             ent = np.array([r.dispatch_entropy for r in rs], dtype=np.float32)
@@ -370,7 +372,9 @@ def main(args) -> int:
     bad = [c for c in checks if not c.ok]
     print(f"\n{'cell':>4}  {'printed by the notebook':<44} {'replayed by moesim':<44} what")
     for c in checks:
-        note = "" if c.ok else "   <-- MISMATCH" + (f" ({c.samples_off} sample(s))" if c.samples_off is not None else "")
+        note = "" if c.ok else "   <-- MISMATCH"
+        if not c.ok and c.samples_off is not None:
+            note += f" ({c.samples_off} sample(s))"
         print(f"{c.cell:>4}  {_fmt(c.printed):<44} {_fmt(c.replayed):<44} {c.what}{note}")
     print(f"\n{len(checks) - len(bad)} of {len(checks)} printed values replayed exactly")
     off = [c.samples_off for c in bad if c.samples_off is not None]

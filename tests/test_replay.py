@@ -129,8 +129,8 @@ SAMPLES_OFF = {"synthetic_demo_s1": 2, "synthetic_demo_s2": 8, "synthetic_demo_s
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SAMPLES_OFF))
 def test_every_moe_run_replays(name):
-    """All MoE runs of a notebook (under a minute each on an idle core): the showcase cells' routing before and after
-    training, per cluster, and their printed loss lines exactly; every run's accuracy within
+    """All MoE runs of a notebook (under a minute each on an idle core): the showcase cells' routing
+    before and after training, per cluster, and their printed loss lines exactly; every run's accuracy within
     SAMPLES_OFF samples. A moved stopping epoch would shift the stream and every later run."""
     torch.set_num_threads(1)
     checks = R.compare(name, R.replay(name))

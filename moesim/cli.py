@@ -9,6 +9,7 @@ Subcommands live in their own modules, imported only when used; each module expo
     moesim book       re-run a book chapter               (moesim.bookrun)
     moesim sweep      parameter sweeps on Dask            (moesim.sweeps)
     moesim config     list the config fields              (moesim.fields)
+    moesim replay     the official notebooks' own runs    (moesim.replay)
 
 Bad input (unknown preset, model, field, wrong value type, impossible sizes) ends with one
 message naming the parameter and exit code 2, without a traceback.
@@ -28,6 +29,7 @@ SUBCOMMANDS = {
     "book": ("moesim.bookrun", "re-execute a book chapter with other parameters"),
     "sweep": ("moesim.sweeps", "run a parameter grid on Dask into a run store"),
     "config": ("moesim.fields", "list every config field: type, default (or a preset's value) and meaning"),
+    "replay": ("moesim.replay", "replay an official demo notebook's runs and compare them with its printed output"),
 }
 
 

@@ -174,6 +174,43 @@ class _Noise:
             self.pool = self.pending = None
 
 
+class SeedNoise:
+    """The default noise source of ``train``: every run's router noise from its own seed's streams.
+
+    A noise source supplies the router noise r of Algorithm 1 (Section 3's noisy top-1 routing):
+    ``draw()`` for each training forward pass, in order, and ``eval(split)`` for an evaluation
+    forward pass (``"snapshot"``, then ``"test"`` and ``"train"`` for the final summary; ``None``
+    when the config evaluates without noise). ``moesim.replay`` supplies another one (one stream
+    shared by consecutive runs, as the official notebooks draw it).
+    """
+
+    def __init__(self, cfg: Config, seeds: list[int], n: int, n_test: int, device, dtype):
+        M = cfg.experts
+        self.cfg, self.seeds, self.n, self.dtype = cfg, seeds, n, dtype
+        self.train = _Noise(cfg, seeds, n, M, device, dtype, "router-noise", prefetch=True)
+        self.test = None
+        if cfg.test_noise:
+            # the entropy notebooks add their one fixed noise matrix to the test rows too (row by row)
+            same_rows = cfg.router_noise == "fixed" and n_test == n
+            self.test = self.train if same_rows else _Noise(cfg, seeds, n_test, M, device, dtype, "eval-noise")
+
+    def draw(self) -> torch.Tensor:
+        return self.train.draw()
+
+    def eval(self, split: str) -> torch.Tensor | None:
+        if self.test is None:
+            return None
+        if split != "train":
+            return self.test.draw()
+        dev = self.cfg.device
+        g = [generator(s, "eval-noise-train", dev) for s in self.seeds]
+        return torch.stack([torch.rand(self.n, self.cfg.experts, generator=gi, device=dev, dtype=self.dtype)
+                            for gi in g]) * self.cfg.noise_scale
+
+    def close(self) -> None:
+        self.train.close()
+
+
 def _normalized(g: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
     norm = norm.reshape(norm.shape + (1,) * (g.dim() - norm.dim()))
     return torch.where(norm > 0, g / torch.where(norm > 0, norm, torch.ones_like(norm)), torch.zeros_like(g))
@@ -333,7 +370,8 @@ def expert_cluster_accuracy(cfg: Config, params: Params, x: torch.Tensor, y: tor
 
 def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Problem | None = None,
           progress: Callable[[int, int], None] | None = None, keep_params: bool = True,
-          engine: str = "auto", check_memory: bool = True) -> RunResult:
+          engine: str = "auto", check_memory: bool = True, init: Params | None = None,
+          noise=None) -> RunResult:
     """Train ``len(seeds)`` independent runs of ``cfg`` as one batched program.
 
     Args:
@@ -352,6 +390,10 @@ def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Proble
             load-balancing loss always uses autograd.
         check_memory: before allocating, compare ``moesim.memory.estimate`` with the available
             memory and raise ``MemoryCheckError`` (a ``ConfigError``) when it does not fit.
+        init: the initial parameters W^(0), b^(0), Theta^(0) of the S runs (default:
+            ``init_params(cfg, seeds)``); shapes (S, M, J, d), (S, M, J) or None, (S, d, M).
+        noise: where the router noise comes from (default: ``SeedNoise``, each run's own streams);
+            any object with ``draw()``, ``eval(split)`` and ``close()`` as ``SeedNoise``.
 
     Raises:
         DivergenceError: the loss became NaN or inf; ``err.result`` keeps the steps before it.
@@ -379,19 +421,17 @@ def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Proble
     n, n_test = prob.x.shape[0], prob.x_test.shape[0]
     T = cfg.steps
     a = second_layer(cfg, cfg.filters, dt, dev)
-    params = init_params(cfg, seeds, device=dev, dtype=dt)
+    params = init_params(cfg, seeds, device=dev, dtype=dt) if init is None else _given_init(cfg, init, S, dev, dt)
     tensors = params.tensors()
     is_moe = cfg.architecture == "moe"
     engine = _choose_engine(cfg, engine, prob.x)
     use_fast = engine in ("fused", "eager")
     for t in tensors:
         t.requires_grad_(not use_fast)
-    noise = _Noise(cfg, seeds, n, M, dev, dt, "router-noise", prefetch=True) if is_moe else None
-    eval_noise = None
-    if is_moe and cfg.test_noise:
-        # the entropy notebooks add their one fixed noise matrix to the test rows too (row by row)
-        same_rows = cfg.router_noise == "fixed" and n_test == n
-        eval_noise = noise if same_rows else _Noise(cfg, seeds, n_test, M, dev, dt, "eval-noise")
+    if is_moe and noise is None:
+        noise = SeedNoise(cfg, seeds, n, n_test, dev, dt)
+    elif not is_moe:
+        noise = None
     adam = None
     if not is_moe and cfg.single_optimizer == "adam":
         adam = _Adam(tensors, default_lr_single(cfg), cfg.weight_decay_single)
@@ -411,7 +451,7 @@ def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Proble
     def snapshot(step: int) -> None:
         p = params.detach()
         correct, _ = evaluate(cfg, p, prob.x_test, prob.x_sum_test, prob.y_test,
-                              eval_noise.draw() if eval_noise is not None else None, a, engine=engine)
+                              noise.eval("snapshot") if noise is not None else None, a, engine=engine)
         snaps.append(dict(
             step=torch.tensor(step),
             test_accuracy=100 * correct.to(torch.float64).mean(1),
@@ -492,12 +532,25 @@ def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Proble
     if not snaps or int(snaps[-1]["step"]) != updates:
         snapshot(updates)
     res = result(step + 1)
-    _summarize(cfg, res, params, prob, last_step, stopped, a, eval_noise, engine)
+    _summarize(cfg, res, params, prob, last_step, stopped, a, noise, engine)
     if keep_params:
         res.params = Params(params.W.detach().cpu(), None if params.b is None else params.b.detach().cpu(),
                             params.theta.detach().cpu())
     res.wall_time = time.perf_counter() - t0
     return res
+
+
+def _given_init(cfg: Config, init: Params, S: int, dev, dt) -> Params:
+    """``init`` checked against the config and moved to the device (a copy: training writes into it)."""
+    M, J, d = cfg.experts, cfg.filters, cfg.patch_dim
+    want = dict(W=(S, M, J, d), b=(S, M, J) if cfg.expert_bias else None, theta=(S, d, M))
+    for name, shape in want.items():
+        t = getattr(init, name)
+        got = None if t is None else tuple(t.shape)
+        if (shape is None) != (t is None) or (t is not None and got != shape):
+            raise ValueError(f"init.{name} has shape {got}; this config and {S} seed(s) need {shape}")
+    return Params(init.W.to(dev, dt).clone(), None if init.b is None else init.b.to(dev, dt).clone(),
+                  init.theta.to(dev, dt).clone())
 
 
 def _apply_update(cfg: Config, params: Params, tensors, grads, active: torch.Tensor, adam: _Adam | None) -> None:
@@ -520,18 +573,14 @@ def _apply_update(cfg: Config, params: Params, tensors, grads, active: torch.Ten
 
 
 def _summarize(cfg: Config, res: RunResult, params: Params, prob: Problem, last_step: torch.Tensor,
-               stopped: torch.Tensor, a: torch.Tensor, eval_noise: _Noise | None, engine: str) -> None:
+               stopped: torch.Tensor, a: torch.Tensor, noise, engine: str) -> None:
     S = len(res.seeds)
     p = params.detach()
     last = last_step.cpu().numpy()
     idx = np.arange(S)
     correct_test, expert_test = evaluate(cfg, p, prob.x_test, prob.x_sum_test, prob.y_test,
-                                         eval_noise.draw() if eval_noise is not None else None, a, engine=engine)
-    train_noise = None
-    if cfg.architecture == "moe" and cfg.test_noise:
-        g = [generator(s, "eval-noise-train", cfg.device) for s in res.seeds]
-        train_noise = torch.stack([torch.rand(prob.x.shape[0], cfg.experts, generator=gi, device=cfg.device,
-                                              dtype=prob.x.dtype) for gi in g]) * cfg.noise_scale
+                                         noise.eval("test") if noise is not None else None, a, engine=engine)
+    train_noise = noise.eval("train") if noise is not None else None
     correct_train, _ = evaluate(cfg, p, prob.x, prob.x_sum, prob.y, train_noise, a, engine=engine)
     test_counts = metrics.dispatch_counts(expert_test, prob.cluster_test, cfg.n_clusters, cfg.experts)
     res.summary = dict(

@@ -119,11 +119,15 @@ class RunResult:
 
 
 def _preset_of(cfg: Config) -> str:
-    """The ``{paper|official}-{setting}`` preset whose switches and data ranges ``cfg`` has, or 'custom'."""
+    """The ``{paper|official}-{setting}`` preset whose switches and data ranges ``cfg`` has, or 'custom'.
+
+    Sizes (n, T) are not compared: the repr prints them beside the preset.
+    """
     from .config import SEMANTICS, SETTINGS
 
     def matches(values: dict) -> bool:
-        return all(getattr(cfg, k) == (tuple(v) if isinstance(v, list) else v) for k, v in values.items())
+        return all(getattr(cfg, k) == (tuple(v) if isinstance(v, list) else v) for k, v in values.items()
+                   if k not in ("n_steps", "n_steps_single"))
 
     sem = next((s for s, v in SEMANTICS.items() if matches(v)), None)
     setting = next((s for s, v in SETTINGS.items() if matches(v)), None)

@@ -39,6 +39,7 @@ def test_repr_is_short_and_names_preset_seeds_and_shapes():
     assert "stopped early" not in text
     assert "preset paper-s2" in repr(fake_result(preset("paper-s2", "single-linear"), [4], [500]))
     assert "preset custom" in repr(fake_result(preset("paper-s1", gate="noisy_logit"), [0], [500]))
+    assert "preset paper-s1" in repr(fake_result(preset("paper-s1-quick", n_steps=300), [0], [300]))
 
 
 def test_repr_names_the_seeds_that_stopped_early():

@@ -71,7 +71,9 @@ class RunResult:
     """Everything a run produced, on the CPU.
 
     ``history`` has one row per training step (shape (T, S, ...)); ``snapshots`` one row per
-    recorded step (``snapshots["step"]``); ``summary`` one value per run (seed).
+    recorded step (``snapshots["step"]``); ``summary`` one value per run (seed). With the official
+    early stopping (``stopping="official"``), a seed that stopped has NaN in the float arrays of
+    ``history`` from then on (``stopped_at``): average over seeds with ``np.nanmean``.
     """
 
     config: Config

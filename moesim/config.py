@@ -225,7 +225,7 @@ def field_types() -> dict[str, type]:
 
 # --- presets --------------------------------------------------------------------------------
 
-#: The data settings of the official code (SPEC section 1.3), their seeds and ranges.
+#: The data settings of the official code (SPEC section 1.3): seed and ranges.
 SETTINGS: dict[str, dict[str, typing.Any]] = {
     "s1": dict(data_seed=12, alpha_range=(0.5, 2.0), beta_range=(1.0, 2.0), gamma_range=(0.5, 3.0), sigma_p=1.0),
     "s2": dict(data_seed=11, alpha_range=(0.5, 2.0), beta_range=(1.0, 2.0), gamma_range=(0.5, 3.0), sigma_p=2.0),
@@ -251,10 +251,10 @@ OFFICIAL_SEMANTICS: dict[str, typing.Any] = dict(
 
 SEMANTICS = {"paper": PAPER_SEMANTICS, "official": OFFICIAL_SEMANTICS}
 
-#: Laptop-sized variant, with a quarter of the data and everything else the same (SPEC section 6 calibrations).
+#: Laptop-sized variant: a quarter of the data, same everything else (SPEC section 6 calibrations).
 QUICK = dict(n_train=4000, n_test=4000)
 
-#: Models by name, each an architecture and an activation.
+#: Models by name: architecture and activation.
 MODELS: dict[str, dict[str, typing.Any]] = {
     "moe-nonlinear": dict(architecture="moe", activation="cubic"),
     "moe-linear": dict(architecture="moe", activation="linear"),

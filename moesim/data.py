@@ -24,8 +24,8 @@ import torch
 
 from .config import Config
 
-#: Role of each patch before shuffling, in the official code's stacking order. The signal y*alpha*v_k,
-#: the center beta*c_k, the Gaussian noise patches, then the feature-noise patch eps*gamma*v_k'.
+#: Role of each patch before shuffling: signal y*alpha*v_k, center beta*c_k, Gaussian noise
+#: patches, then the feature-noise patch eps*gamma*v_k' (the official code's stacking order).
 ROLE_SIGNAL, ROLE_CENTER, ROLE_FEATURE_NOISE = 0, 1, 2
 
 

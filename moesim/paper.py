@@ -33,7 +33,7 @@ CONFIDENCE: dict[tuple[str, str], str] = {
     ("s4", "moe-linear"): "M", ("s4", "moe-nonlinear"): "M",
 }
 
-#: Theorem 4.1. Any F(x) = sum_p f(x^(p)) errs with probability >= 1/8 when D_alpha = D_gamma.
+#: Theorem 4.1: any F(x) = sum_p f(x^(p)) errs with probability >= 1/8 when D_alpha = D_gamma.
 SINGLE_EXPERT_ERROR_BOUND = 1 / 8
 
 #: The official code's Theorem 4.1 verification table (saved outputs of its ``synthetic_demo_verify*``

@@ -23,7 +23,7 @@ from .config import field_types
 SUCCESS_ACCURACY = 99.0
 #: Success rate at which a grid point counts as "enough experts".
 SUCCESS_LEVEL = 0.9
-#: The paper's experiments use K = 4 clusters and M = 8 experts (d = 50). The theory's constant
+#: The paper's experiments use K = 4 clusters and M = 8 experts (d = 50): the theory's constant
 #: is unknown, so its curve is scaled to pass through this point.
 PAPER_POINT = (4, 8)
 
@@ -67,7 +67,7 @@ def _as_bool(v) -> bool:
     return False if v is None or (isinstance(v, float) and math.isnan(v)) else bool(v)  # NaN: a failed run
 
 
-#: When success is read, after the last step or at the snapshot with the lowest training loss.
+#: When success is read: after the last step, or at the snapshot with the lowest training loss.
 STOPPINGS = ("final", "early")
 
 

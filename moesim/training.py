@@ -28,10 +28,10 @@ from .model import (
     load_balancing_loss, loss_from_margin, router_logits, second_layer,
 )
 
-#: The official code's MoE early stopping (SPEC section 3.2), its tolerance and loss floor.
+#: The official code's MoE early stopping (SPEC section 3.2): tolerance and loss floor.
 EARLY_STOP_TOLERANCE = 0.02
 EARLY_STOP_FLOOR = 0.314
-#: Official single models, where the tolerance rule applies only after this epoch.
+#: Official single models: the tolerance rule applies only after this epoch.
 SINGLE_STOP_AFTER = 500
 
 

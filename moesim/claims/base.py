@@ -32,13 +32,13 @@ from . import stats
 
 #: A per-seed property passes the statistical tier when P(seed satisfies it) >= this, at 95 %.
 MIN_SUCCESS_PROBABILITY = 0.5
-#: Where the dynamics claims can run. These are the official code (setting 1), Algorithm 1 at the
-#: official operating point (``paper-s1``), and Theorem 4.2's own regime (``theory-d<d>``).
+#: Where the dynamics claims can run: the official code (setting 1), Algorithm 1 at the official
+#: operating point (``paper-s1``), and Theorem 4.2's own regime (``theory-d<d>``).
 REGIMES = ("official", "paper", "theory")
 #: ``moesim verify`` without ``--regime``: the paper's runs, under both semantics.
 DEFAULT_REGIMES = ("official", "paper")
-#: The patch dimension of the theory regime's checks, which is, of d = 100, 200, 400 (6 seeds each,
-#: benchmarks/results/calibration/theory_regime.md), the smallest at which Theorem 4.2 (1), (2) and
+#: The patch dimension of the theory regime's checks: of d = 100, 200, 400 (6 seeds each,
+#: benchmarks/results/calibration/theory_regime.md) the smallest at which Theorem 4.2 (1), (2) and
 #: the uniform routing of stage 1 both hold for a majority of seeds. No-collapse, the router margin
 #: and the experts' specialisation by T1 do not hold there yet (findings, asserted as such in
 #: tests/theory/test_theory_regime.py).
@@ -69,13 +69,13 @@ class Scale:
         return dataclasses.replace(self, seeds=tuple(seeds))
 
 
-#: The quick scale. The Theorem 4.1 models train on 2000 verify points and the
+#: Quick: the Theorem 4.1 models train on 2000 verify points and the
 #: single CNNs take 200 Adam steps (their test accuracy is flat from step ~100 on; measured with 128
 #: filters, n = 4000, 801 steps); paper-semantics MoE runs take T = 300 steps (at n = 4000 they
 #: reach 100 % training accuracy and zero dispatch entropy by step ~100).
 QUICK = Scale("quick", n=4000, seeds=(0, 1, 2), statistics="median", single_seeds=(0,), verify_n_train=2000,
               single_steps=200, paper_steps=300, lemma_pairs=400)
-#: The full scale, with the paper's and the official code's sizes and step counts.
+#: Full: the paper's and the official code's sizes and step counts.
 #: Its single CNNs (one per activation, seed 0; 801 Adam steps at n = 16000 each cost minutes) are
 #: each tested on their own 16000 test points: Theorem 4.1 bounds every model, not an average.
 FULL = Scale("full", n=16000, seeds=tuple(range(10)), statistics="confidence", single_seeds=(0,),

@@ -129,3 +129,46 @@ def test_browser_check_fails_broken_pages_and_passes_a_clean_one(tmp_path, capsy
     assert "FAIL console" in out and "console error: broken on purpose" in out
     assert "FAIL tex" in out and "math not typeset" in out and "raw TeX in the text" in out
     assert (tmp_path / "shots" / "clean.png").stat().st_size > 0
+
+
+def load_extension():
+    pytest.importorskip("sphinx")
+    spec = importlib.util.spec_from_file_location("moesim_sphinx", ROOT / "book" / "_ext" / "moesim_sphinx.py")
+    ext = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ext)
+    return ext
+
+
+def test_extension_keeps_one_copy_of_each_script():
+    from sphinx.builders.html._assets import _JavaScript
+
+    ext = load_extension()
+    body = _JavaScript("", body="const THEBE_JS_URL = 1")
+    scripts = [_JavaScript("_static/a.js"), body, _JavaScript("_static/a.js", priority=600),
+               _JavaScript("", body="const THEBE_JS_URL = 1", priority=800), _JavaScript("", body="var x")]
+    context = {"script_files": scripts}
+    ext.unique_scripts(None, "p", "page.html", context, None)
+    assert [(js.filename, js.attributes.get("body")) for js in context["script_files"]] == [
+        ("_static/a.js", None), ("", "const THEBE_JS_URL = 1"), ("", "var x")]
+
+
+def test_extension_warns_on_stderr_of_removed_cells(tmp_path, caplog):
+    import json
+    from types import SimpleNamespace
+
+    ext = load_extension()
+    (tmp_path / "jupyter_execute" / "book").mkdir(parents=True)
+
+    def cell(tags, stream):
+        return {"cell_type": "code", "metadata": {"tags": tags}, "source": "",
+                "outputs": [{"output_type": "stream", "name": stream, "text": f"a {stream} line\n"}]}
+
+    cells = [cell(["remove-cell"], "stdout"), cell(["hide-input"], "stderr"), cell(["remove-cell"], "stderr")]
+    (tmp_path / "jupyter_execute" / "book" / "ch.ipynb").write_text(json.dumps({"cells": cells}))
+    app = SimpleNamespace(outdir=str(tmp_path / "html"))
+    env = SimpleNamespace(found_docs={"book/ch", "book/not-a-notebook"})
+    with caplog.at_level("WARNING"):
+        assert ext.stderr_in_removed_cells(app, env) == []
+    warned = [r.getMessage() for r in caplog.records]
+    # the hide-input cell is rendered, so MyST-NB warns on it itself
+    assert warned == ["stderr in removed code cell 3: a stderr line"]

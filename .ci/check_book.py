@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Check the built book in a headless browser (playwright): every page loads cleanly and completely.
 
-One Chromium, one page after another (the documents of ``_toc.yml``, or the pages given), each
-served from ``_build/html`` on 127.0.0.1. A page fails when
+One Chromium for all pages, each page in a fresh tab, one after another (the documents of
+``_toc.yml``, or the pages given), served from ``_build/html`` on 127.0.0.1. A page fails when
 
 * the browser console logs an error, or a script throws (``pageerror``);
 * a request fails or gets an HTTP status >= 400, or goes anywhere but the local server
@@ -152,9 +152,10 @@ def main(argv: list[str] | None = None) -> int:
             # offline: anything not served by the local server is a failure, not a download
             context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(base)
                           else route.abort("blockedbyclient"))
-            page = context.new_page()
             for name in pages:
+                page = context.new_page()  # a fresh tab: a late request of one page is not blamed on the next
                 problems = check_page(page, base, name, shots)
+                page.close()
                 failed += bool(problems)
                 print(f"{'FAIL' if problems else 'ok  '} {name}")
                 for problem in problems:

@@ -189,11 +189,12 @@ def parse_parameter(item: str, defaults: dict[str, Any], chapter: str = "chapter
 
 # --- helpers for the chapters ----------------------------------------------------------------
 
-def glue(name: str, value: Any, display: bool = False) -> Any:
+def glue(name: str, value: Any, display: bool = False) -> None:
     """``myst_nb.glue`` for the chapters: numpy scalars become Python numbers, figures are closed.
 
     ``{glue:text}`name:.2f``` formats through ``float``, which fails on numpy's reprs; a glued
-    figure that stays open would be drawn a second time at the end of the cell.
+    figure that stays open would be drawn a second time at the end of the cell. It returns
+    nothing, so a cell that ends with ``glue(...)`` shows no output under its (visible) code.
     """
     from myst_nb import glue as _glue
 
@@ -204,7 +205,6 @@ def glue(name: str, value: Any, display: bool = False) -> Any:
         import matplotlib.pyplot as plt
 
         plt.close(value)
-    return value
 
 
 # --- running -------------------------------------------------------------------------------

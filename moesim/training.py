@@ -86,7 +86,9 @@ class RunResult:
     """Everything a run produced, on the CPU.
 
     ``history`` has one row per training step (shape (T, S, ...)); ``snapshots`` one row per
-    recorded step (``snapshots["step"]``); ``summary`` one value per run (seed).
+    recorded step (``snapshots["step"]``); ``summary`` one value per run (seed). With the official
+    early stopping (``stopping="official"``), a seed that stopped has NaN in the float arrays of
+    ``history`` from then on (``stopped_at``): average over seeds with ``np.nanmean``.
     """
 
     config: Config
@@ -102,6 +104,59 @@ class RunResult:
         """Mean and population std (ddof = 0, as the paper) over seeds of a summary value."""
         v = np.asarray(self.summary[key], dtype=np.float64)
         return float(v.mean()), float(v.std())
+
+    def stopped_at(self) -> np.ndarray | None:
+        """Per seed, the first step whose ``history`` row is NaN (the run had stopped), or T if none.
+
+        Only runs with early stopping (``stopping="official"``) end before T; the float arrays of
+        ``history`` are NaN from that step on, so average over seeds with ``np.nanmean``.
+        """
+        floats = [v for v in self.history.values() if np.asarray(v).dtype.kind == "f" and np.ndim(v) >= 2]
+        if not floats:
+            return None
+        finite = np.isfinite(np.asarray(floats[0])).reshape(len(floats[0]), len(self.seeds), -1).all(-1)
+        return np.where(finite.all(0), len(finite), np.argmin(finite, axis=0))
+
+    def __repr__(self) -> str:
+        """A few lines: model, sizes, preset, seeds, and the shapes of ``history``/``snapshots``/``summary``."""
+        c = self.config
+        seeds = self.seeds if len(self.seeds) <= 6 else f"[{self.seeds[0]}, ..., {self.seeds[-1]}]"
+        model = (f"moe, M={c.n_experts}" if c.architecture == "moe" else "single") + f", activation={c.activation!r}"
+        lines = [f"RunResult({model}, preset {_preset_of(c)}, K={c.n_clusters}, P={c.n_patches}, "
+                 f"d={c.patch_dim}, n_train={c.n_train}, {len(self.seeds)} seeds {seeds}, "
+                 f"wall_time={self.wall_time:.1f} s"]
+        for name, group in (("history", self.history), ("snapshots", self.snapshots), ("summary", self.summary)):
+            lines.append(f"  {name}: " + _shapes(group))
+        stop = self.stopped_at()
+        if stop is not None and (stop < len(next(iter(self.history.values())))).any():
+            early = [f"{s}@{int(t)}" for s, t in zip(self.seeds, stop) if t < len(next(iter(self.history.values())))]
+            shown = ", ".join(early[:6]) + (", ..." if len(early) > 6 else "")
+            lines.append(f"  stopped early (seed@step; history is NaN from there on, use np.nanmean): {shown}")
+        return "\n".join(lines) + ")"
+
+
+def _preset_of(cfg: Config) -> str:
+    """The ``{paper|official}-{setting}`` preset whose switches and data ranges ``cfg`` has, or 'custom'.
+
+    Sizes (n, T) are not compared: the repr prints them beside the preset.
+    """
+    from .config import SEMANTICS, SETTINGS
+
+    def matches(values: dict) -> bool:
+        return all(getattr(cfg, k) == (tuple(v) if isinstance(v, list) else v) for k, v in values.items()
+                   if k not in ("n_steps", "n_steps_single"))
+
+    sem = next((s for s, v in SEMANTICS.items() if matches(v)), None)
+    setting = next((s for s, v in SETTINGS.items() if matches(v)), None)
+    return f"{sem}-{setting}" if sem and setting else "custom"
+
+
+def _shapes(group: dict) -> str:
+    """``key (shape)``, keys of the same shape listed together: ``loss, train_accuracy (501, 10)``."""
+    by_shape: dict[tuple, list[str]] = {}
+    for k, v in group.items():
+        by_shape.setdefault(tuple(np.shape(v)), []).append(k)
+    return "; ".join(f"{', '.join(keys)} {shape}" for shape, keys in by_shape.items()) or "(empty)"
 
 
 def _dtype(cfg: Config) -> torch.dtype:

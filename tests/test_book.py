@@ -1,13 +1,15 @@
 """The book's structure and the ``moesim book`` command (quick; the book itself is built by .ci/book).
 
 Checks that every document of ``_toc.yml`` exists, that every experiment chapter has exactly one
-cell tagged ``parameters`` with literal defaults, that the configuration keeps the build strict,
-executed and offline, and that ``moesim book run`` refuses unknown or mistyped parameters with
-exit code 2 before executing anything.
+cell tagged ``parameters`` with literal defaults, that the code that makes an experiment stays
+visible (behind a toggle: ``hide-input``) and only plumbing is removed (``remove-cell``), that the
+configuration keeps the build strict, executed and offline, and that ``moesim book run`` refuses
+unknown or mistyped parameters with exit code 2 before executing anything.
 """
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +23,29 @@ from moesim.cli import UsageError, cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Pages of the TOC that are not experiment chapters (no parameters cell by design).
-NOT_EXPERIMENTS = {"book/index", "book/intro", "book/references", "book/official_code"}
+NOT_EXPERIMENTS = {"book/index", "book/intro", "book/api", "book/references",
+                   "book/official_code"}
+#: Pages with no code at all.
+NO_CODE = {"book/index", "book/api", "book/references"}
+#: Tags a code cell may carry: experiment code is shown (no tag) or folded behind a toggle
+#: (``hide-input``); ``remove-cell`` is for plumbing only (see ``is_plumbing``). ``remove-input``
+#: (output without any way to see the code) is not used.
+ALLOWED_TAGS = {"parameters", "hide-input", "remove-cell"}
+#: Calls that are plumbing: gluing a value into the prose, display options.
+PLUMBING_CALLS = {"glue", "set_option"}
+
+
+def is_plumbing(source: str) -> bool:
+    """True when every statement of the cell is an import or a plumbing call (``glue(...)``, ...)."""
+    for statement in ast.parse(source).body:
+        if isinstance(statement, (ast.Import, ast.ImportFrom)):
+            continue
+        call = statement.value if isinstance(statement, ast.Expr) else None
+        func = call.func if isinstance(call, ast.Call) else None
+        name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+        if name not in PLUMBING_CALLS:
+            return False
+    return True
 
 
 def toc() -> list[str]:
@@ -52,11 +76,30 @@ def test_experiment_chapter_has_one_parameters_cell(doc):
 def test_chapters_import_moesim_and_copy_no_model_code():
     for doc in toc():
         text = (ROOT / f"{doc}.md").read_text()
-        if doc in ("book/index", "book/references"):
+        if doc in NO_CODE:
             continue
         assert "import moesim" in text or "from moesim" in text, f"{doc} does not use moesim"
         for forbidden in ("class Params", "def router_logits", "def expert_outputs", "torch.nn.Module"):
             assert forbidden not in text, f"{doc} defines model code ({forbidden})"
+
+
+@pytest.mark.parametrize("doc", [d for d in bookrun.toc_files(ROOT) if d not in NO_CODE])
+def test_experiment_code_is_visible_and_only_plumbing_is_removed(doc):
+    """A reader can open the code of every table and figure; nothing but plumbing is removed."""
+    cells = bookrun.code_cells(ROOT / f"{doc}.md")
+    assert cells, f"{doc}: no code cells"
+    for i, (tags, source) in enumerate(cells):
+        assert set(tags) <= ALLOWED_TAGS, f"{doc}, code cell {i}: tags {tags}; allowed: {sorted(ALLOWED_TAGS)}"
+        if "remove-cell" in tags:
+            assert is_plumbing(source), (f"{doc}, code cell {i} is removed but does more than import and glue: "
+                                         f"tag it hide-input so the reader can open it")
+    assert any("remove-cell" not in tags for tags, _ in cells)
+
+
+def test_plumbing_rule():
+    assert is_plumbing('from moesim.bookrun import glue\nglue("M", M)\npd.set_option("x", 1)\n')
+    assert not is_plumbing('glue("M", M)\nfig, ax = plt.subplots()\n')
+    assert not is_plumbing("result = moesim.train(cfg, 10)\n")
 
 
 def test_light_parser_agrees_with_jupytext():
@@ -72,8 +115,12 @@ def test_light_parser_agrees_with_jupytext():
 
 def test_config_is_strict_executed_and_offline():
     cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
-    assert cfg["execute"]["execute_notebooks"] == "force"
+    # cached locally; CI starts from an empty _build (test_ci_builds_from_an_empty_cache)
+    assert cfg["execute"]["execute_notebooks"] == "cache"
     assert cfg["execute"]["raise_on_error"] is True
+    # output on stderr (a Python warning) is a Sphinx warning, which fails the -W build
+    assert cfg["execute"]["stderr_output"] in ("warn", "error", "severe")
+    assert cfg["sphinx"]["config"].get("nb_output_stderr", "warn") in ("warn", "error", "severe")
     assert cfg["only_build_toc_files"] is True
     assert "sphinx-mathjax-offline" in cfg["sphinx"]["extra_extensions"]
     assert "sphinx_proof" in cfg["sphinx"]["extra_extensions"]
@@ -81,6 +128,15 @@ def test_config_is_strict_executed_and_offline():
         assert pattern in cfg["exclude_patterns"], pattern
     for bib in cfg["bibtex_bibfiles"]:
         assert (ROOT / bib).is_file()
+    assert {"sphinx.ext.autodoc", "sphinx.ext.napoleon"} <= set(cfg["sphinx"]["extra_extensions"])
+    assert cfg["html"]["use_download_button"] is True and cfg["launch_buttons"]["binderhub_url"]
+
+
+def test_ci_builds_from_an_empty_cache():
+    """The execution cache is keyed on the cells' source only: CI must not reuse one."""
+    script = (ROOT / ".ci" / "book").read_text()
+    build = script.index("jupyter-book build . --all -W -n --keep-going")
+    assert 0 <= script.rfind("rm -rf _build", 0, build), ".ci/book must remove _build before building"
 
 
 def test_parse_parameter_types():

@@ -33,7 +33,7 @@ from pathlib import Path
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 #: Runs in the page after it loaded: waits for MathJax and the images, then reports what is wrong.
-INSPECT = """async () => {
+PAGE_PROBE = """async () => {
   if (window.MathJax && MathJax.startup && MathJax.startup.promise) { await MathJax.startup.promise; }
   const images = Array.from(document.images);
   await Promise.all(images.map(img => {
@@ -101,7 +101,7 @@ def check_page(page, base: str, name: str, shots: Path | None) -> list[str]:
         if response is None or not response.ok:
             return problems + [f"page not served: {name}.html"]
         page.wait_for_load_state("networkidle", timeout=30000)
-        found = page.evaluate(INSPECT)
+        found = page.evaluate(PAGE_PROBE)
         if shots is not None:
             path = shots / (name.replace("/", "_") + ".png")
             page.screenshot(path=str(path), full_page=True)

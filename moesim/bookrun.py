@@ -323,6 +323,10 @@ def render_html(notebook: Path, root: Path, out_dir: Path, chapter: Path | None 
         src.mkdir()
         config = yaml.safe_load((root / "_config.yml").read_text())
         config["execute"] = dict(config.get("execute", {}), execute_notebooks="off")
+        sphinx_cfg = config.get("sphinx", {})
+        if sphinx_cfg.get("local_extensions"):  # the book's own Sphinx extensions, from the checkout
+            sphinx_cfg["local_extensions"] = {name: str(root / path)
+                                              for name, path in sphinx_cfg["local_extensions"].items()}
         (src / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
         shutil.copy(root / "_toc.yml", src / "_toc.yml")
         for bib in config.get("bibtex_bibfiles", []):

@@ -190,7 +190,7 @@ def _mutation_matrix(claims, context, selected, mutant_names, scale, regimes, ou
     matrix = mutants.run_matrix(claims, context, selected, mutant_names, log=log)
     wall = time.perf_counter() - t0
     table = mutants.matrix_markdown(matrix, scale, regimes, wall)
-    print(table)
+    print(mutants.matrix_plain_text(matrix, scale, regimes, wall))
     _write(out, "mutants", table, dict(scale=scale.name, seeds=list(scale.seeds), regimes=list(regimes),
                                        wall_time_s=round(wall, 1), **matrix.to_dict(), **environment()), overwrite)
     print(f"mutation matrix: {'complete' if matrix.ok else 'INCOMPLETE'} in {wall:.0f} s; written to {out}/mutants.md")

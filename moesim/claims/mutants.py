@@ -116,6 +116,25 @@ def run_matrix(claims, context, selected: list[str], mutant_names: list[str], *,
     return Matrix(list(selected), list(mutant_names), unbroken, cells, declared, failures)
 
 
+def matrix_plain_text(matrix: Matrix, scale, regimes, wall: float) -> str:
+    """The same matrix for a terminal: aligned columns, no Markdown markup (``mutants.md`` keeps it)."""
+    lines = matrix_markdown(matrix, scale, regimes, wall).replace("**", "").replace("`", "").splitlines()
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines if line.startswith("|")
+            and not line.startswith("|---")]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    table = ["  ".join(f"{c:<{w}}" for c, w in zip(r, widths)).rstrip() for r in rows]
+    table.insert(1, "  ".join("-" * w for w in widths))
+    out, done = [], False
+    for line in lines:
+        if line.startswith("|"):
+            if not done:
+                out += table
+                done = True
+        else:
+            out.append(line.lstrip("# "))
+    return "\n".join(out)
+
+
 def matrix_markdown(matrix: Matrix, scale, regimes, wall: float) -> str:
     """The claims x mutants table: 'caught' / '**MISSED**' on declared cells, 'fails' / '-' elsewhere."""
     head = "| claim | unbroken | " + " | ".join(matrix.mutants) + " |"

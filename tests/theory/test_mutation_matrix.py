@@ -57,3 +57,14 @@ def test_matrix_markdown_marks_missed_cells():
                        {("frozen-router", "thm4.2"): True})
     assert not m.ok and m.missed == [("frozen-router", "thm4.2")]
     assert "**MISSED**" in mutants.matrix_markdown(m, QUICK, ("official",), 1.0)
+
+
+def test_matrix_plain_text_is_aligned_without_markdown():
+    """The terminal matrix has the same cells, aligned, with no pipes or emphasis (mutants.md keeps them)."""
+    m = mutants.Matrix(["thm4.2", "no-collapse"], ["frozen-router"], {"thm4.2": True, "no-collapse": True},
+                       {("frozen-router", "thm4.2"): True, ("frozen-router", "no-collapse"): False},
+                       {("frozen-router", "thm4.2"): True, ("frozen-router", "no-collapse"): True})
+    text = mutants.matrix_plain_text(m, QUICK, ("official",), 1.0)
+    assert "|" not in text and "**" not in text and "MISSED" in text and "caught" in text
+    rows = [line for line in text.splitlines() if line.startswith(("claim", "thm4.2", "no-collapse"))]
+    assert len(rows) == 3 and len({r.index("unbroken" if r.startswith("claim") else "pass") for r in rows}) == 1

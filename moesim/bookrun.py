@@ -435,11 +435,8 @@ def main(args: argparse.Namespace) -> int:
     action = getattr(args, "book_action", None)
     if action is None:
         raise UsageError("choose an action: 'moesim book run CHAPTER -p NAME=VALUE ... [--html]' or 'moesim book list'")
-    if action == "run":
-        missing = [m for m in ("jupytext", "papermill", "myst_nb", "yaml") + (("jupyter_book",) if args.html else ())
-                   if importlib.util.find_spec(m) is None]
-        if missing:
-            raise UsageError(f"'moesim book run' needs the [book] extra ({', '.join(missing)} missing): {INSTALL_HINT}")
+    if importlib.util.find_spec("yaml") is None:
+        raise UsageError(f"'moesim book' needs the [book] extra (yaml missing): {INSTALL_HINT}")
     root = book_root()
     if action == "list":
         return _list(root, args.chapter)
@@ -447,6 +444,11 @@ def main(args: argparse.Namespace) -> int:
     rel = str(chapter.relative_to(root))
     defaults = chapter_parameters(chapter)
     params = dict(parse_parameter(item, defaults, rel) for item in args.parameters)
+    # bad parameters are named first (read without the extra); then the extra is required
+    missing = [m for m in ("jupytext", "papermill", "myst_nb") + (("jupyter_book",) if args.html else ())
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UsageError(f"'moesim book run' needs the [book] extra ({', '.join(missing)} missing): {INSTALL_HINT}")
     from .outputs import OutputError, prepare_out
 
     out = Path(args.out).resolve() if args.out else default_out_dir(chapter)

@@ -140,6 +140,7 @@ def load_extension():
 
 
 def test_extension_keeps_one_copy_of_each_script():
+    pytest.importorskip("sphinx")
     from sphinx.builders.html._assets import _JavaScript
 
     ext = load_extension()

@@ -101,6 +101,7 @@ def test_cli_exits_1_on_a_mismatch_and_prints_both(s1_first_runs, monkeypatch, c
     (["replay", "synthetic_demo_s1", "--cells", "13"], "--cells"),
     (["replay", "synthetic_demo_s1", "--cells", "x"], "--cells"),
     (["replay", "synthetic_demo_s1", "--runs", "0"], "--runs"),
+    (["replay", "synthetic_demo_s1", "--engine", "fast"], "--engine"),
 ])
 def test_cli_bad_input_exits_2(args, words, capsys):
     assert cli(args) == 2

@@ -92,8 +92,8 @@ def test_two_steps_are_bit_identical_to_the_official_modules(model):
 
 #: Largest differences between official-ops and the eager / fused engines over 30 steps of two runs
 #: on 200 samples (benchmarks/results/calibration/replay.md): loss 1.8e-7 absolute, parameters
-#: 1.3e-6 relative to their largest entry; bounds are 10 times that.
-LOSS_TOL, PARAM_TOL = 2e-6, 1.3e-5
+#: 4.7e-6 relative to their largest entry (W, b, theta); bounds are 10 times that.
+LOSS_TOL, PARAM_TOL = 2e-6, 5e-5
 
 
 @pytest.mark.parametrize("model", ["moe-linear", "moe-nonlinear"])

@@ -89,7 +89,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default="10", help="number of seeds (10), a list (0,3,5) or a range (0-9)")
     p.add_argument("--out", default=None, help="output folder (default runs/<preset>-<model>-<time>)")
     p.add_argument("--engine", default="auto", choices=ENGINES,
-                   help="how gradients are computed: fused C kernel, eager torch, autograd (default: auto)")
+                   help="how gradients are computed: fused C kernel, eager torch, autograd, official-ops "
+                        "(the official code's operations in its order; slow) (default: auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

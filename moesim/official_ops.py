@@ -34,7 +34,7 @@ from .step import StepOutput
 
 #: The config fields this engine implements, with the only values it implements (the official code's).
 REQUIRED = dict(architecture="moe", output_heads="two", expert_bias=True, loss="double_softmax_ce",
-                gate="noisy_logit", normalization="sum_of_norms", load_balancing=0)
+                gate="noisy_logit", normalization="sum_of_norms", load_balancing=0, test_noise=True)
 
 
 def unavailable(cfg: Config) -> str | None:

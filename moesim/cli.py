@@ -134,7 +134,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output folder (default: a new runs/run-<preset>-<model>-<time>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder whole")
     p.add_argument("--engine", default="auto", choices=ENGINES,
-                   help="how gradients are computed: fused C kernel, eager torch, autograd (default: auto)")
+                   help="how gradients are computed: fused C kernel, eager torch, autograd, official-ops "
+                        "(the official code's operations in its order; slow) (default: auto)")
     p.add_argument("--no-memory-check", action="store_true",
                    help="train even when the memory estimate exceeds the available memory")
     add_threads_argument(p)

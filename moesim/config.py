@@ -28,8 +28,9 @@ SINGLE_OPTIMIZERS = ("normalized_gd", "gd", "adam")
 DATA_RNGS = ("torch", "official")
 DTYPES = ("float32", "float64")
 #: How training computes a step's gradients (``moesim.train(engine=...)``): the fused C kernel,
-#: torch operations with hand-written gradients, autograd, or the fastest that can run.
-ENGINES = ("auto", "fused", "eager", "autograd")
+#: torch operations with hand-written gradients, autograd, the fastest that can run, or the official
+#: code's own operations in its order (bit-level replay; slow).
+ENGINES = ("auto", "fused", "eager", "autograd", "official-ops")
 
 
 class ConfigError(ValueError):

@@ -21,6 +21,7 @@ import torch
 from . import data as data_mod
 from . import metrics
 from . import fused
+from . import official_ops
 from . import step as step_mod
 from .config import ENGINES, Config, default_lr_single
 from .model import (
@@ -332,6 +333,8 @@ def _choose_engine(cfg: Config, engine: str, x: torch.Tensor) -> str:
         return "autograd"
     if engine == "auto":
         return "fused" if fused.available(cfg, x) is None else "eager"
+    if engine == "official-ops" and (reason := official_ops.unavailable(cfg)) is not None:
+        raise ValueError(f"engine='official-ops' cannot train this config: {reason}")
     if engine == "fused":
         reason = fused.available(cfg, x)
         if reason is not None:
@@ -380,6 +383,8 @@ def evaluate(cfg: Config, params: Params, x: torch.Tensor, x_sum: torch.Tensor, 
     """
     S, _, J, d = params.W.shape
     n, P, _ = x.shape
+    if engine == "official-ops":
+        return official_ops.evaluate(cfg, params, x, y, noise)
     if _fused_ok(cfg, x, engine):
         if cfg.architecture == "single":
             f = fused.expert_outputs(cfg, params, x, a)[:, 0]
@@ -439,7 +444,9 @@ def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Proble
         engine: how a step's gradients are computed. ``"fused"``: the fused C kernel of
             ``moesim.fused`` (CPU, float32, power activations; an error where it cannot run);
             ``"eager"``: hand-written gradients in torch operations (``moesim.step``), any device;
-            ``"autograd"``: the reference, autograd through ``forward_train``; ``"auto"``
+            ``"autograd"``: the reference, autograd through ``forward_train``;
+            ``"official-ops"``: the official code's operations in its order, run by run and
+            expert by expert (``moesim.official_ops``; bit-level replay, slow); ``"auto"``
             (default): ``"fused"`` where it can run, else ``"eager"``. All compute the same
             numbers up to float rounding (tested); ``result.engine`` says which one ran. The
             load-balancing loss always uses autograd.
@@ -480,7 +487,7 @@ def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Proble
     tensors = params.tensors()
     is_moe = cfg.architecture == "moe"
     engine = _choose_engine(cfg, engine, prob.x)
-    use_fast = engine in ("fused", "eager")
+    use_fast = engine in ("fused", "eager", "official-ops")
     for t in tensors:
         t.requires_grad_(not use_fast)
     if is_moe and noise is None:
@@ -501,7 +508,8 @@ def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Proble
     best = torch.full((S,), float("inf"), device=dev, dtype=dt)
     snaps: list[dict[str, torch.Tensor]] = []
     buffer = Workspace()  # the step's internal buffers, reused from step to step
-    kernels = fused if engine == "fused" else step_mod  # hand-written gradients (unless autograd)
+    kernels = {"fused": fused, "official-ops": official_ops}.get(engine, step_mod)  # (unless autograd)
+    update = official_ops.apply_update if engine == "official-ops" else _apply_update
 
     def snapshot(step: int) -> None:
         p = params.detach()
@@ -568,7 +576,7 @@ def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Proble
             if not use_fast:
                 grads = torch.autograd.grad(loss.sum(), tensors)
             with torch.no_grad():
-                _apply_update(cfg, params, tensors, grads, active, adam)
+                update(cfg, params, tensors, grads, active, adam)
             if progress is not None:
                 progress(step + 1, T)
         check_finite()

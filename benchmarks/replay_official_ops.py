@@ -47,7 +47,11 @@ def main() -> None:
     ap.add_argument("notebook", choices=R.notebooks())
     ap.add_argument("--cells", required=True, help="comma-separated MoE cells")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=OUT, help=f"the record to write (default {OUT.name})")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing record")
     args = ap.parse_args()
+    if args.out.exists() and not args.overwrite:
+        ap.error(f"--out {args.out} exists; give --overwrite to replace it, or another --out")
     torch.set_num_threads(1)
     cells = [int(c) for c in args.cells.split(",")]
     t0 = time.perf_counter()
@@ -64,7 +68,7 @@ def main() -> None:
                    test_accuracy=o.accuracy("test"), seconds=round(s, 1)) for (o, s), f in zip(done, fast)],
         checks=[dict(cell=c.cell, what=c.what, printed=c.printed, replayed=c.replayed, ok=c.ok) for c in checks],
         matched=sum(c.ok for c in checks), total=len(checks))
-    OUT.write_text(json.dumps(record, indent=1) + "\n")
+    args.out.write_text(json.dumps(record, indent=1) + "\n")
     same = all(o.forwards == f.forwards for o, f in zip(ops, fast))
     print(f"{record['matched']} of {record['total']} printed values exact; forwards equal under both engines: {same}")
 

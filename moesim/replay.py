@@ -336,6 +336,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="moesim's step engine (default official-ops: the official code's operations in its "
                         "order, bit-level replay, about 3 minutes a run; auto: the fused kernel, seconds a run, "
                         "edge samples can round the other way)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: the exact replays were measured with one thread; "
+                        "more threads can change float32 summation order)")
 
 
 def _fmt(v) -> str:
@@ -347,9 +350,9 @@ def _fmt(v) -> str:
 
 
 def main(args) -> int:
-    from .cli import UsageError
+    from .cli import UsageError, apply_threads
 
-    torch.set_num_threads(1)
+    apply_threads(args)
     if args.notebook not in notebooks():
         raise UsageError(f"notebook {args.notebook!r} is not stored; choose one of: {', '.join(notebooks())}")
     nb = load_notebook(args.notebook)

@@ -116,7 +116,8 @@ def test_render_marks_exactly_the_changed_fields():
     assert marked == {"n_experts", "gamma_range"}
 
 
-@pytest.mark.parametrize("command", [["run"], ["verify"], ["reproduce", "table1"], ["sweep"]])
+@pytest.mark.parametrize("command", [["run"], ["verify"], ["reproduce", "table1"], ["sweep"],
+                                     ["replay", "synthetic_demo_s1"]])
 def test_every_training_command_takes_threads(command):
     sys_argv = sys.argv
     sys.argv = ["moesim", command[0]]  # build only the chosen subcommand's parser, as the CLI does

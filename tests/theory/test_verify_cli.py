@@ -84,6 +84,9 @@ def test_mutation_matrix_command_end_to_end(tmp_path, capsys, monkeypatch):
     assert cli(["verify", "--mutants", "shuffled-labels", "--claims", "lemma5.1", "--no-progress",
                 "--out", str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    assert "| claim | unbroken | shuffled-labels |" in out and "INCOMPLETE" in out
+    assert "INCOMPLETE" in out and "|" not in out  # aligned plain text on the terminal
+    assert [line.split() for line in out.splitlines() if line.startswith("claim")] == [
+        ["claim", "unbroken", "shuffled-labels"]]
+    assert "| claim | unbroken | shuffled-labels |" in (tmp_path / "mutants.md").read_text()  # Markdown kept
     data = json.loads((tmp_path / "mutants.json").read_text())
     assert data["undetected"] == ["shuffled-labels"] and data["unbroken"] == {"lemma5.1": True}

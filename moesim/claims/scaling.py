@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import THEORY_CONSTANTS, THEORY_DIMS, preset, theory_values
+from ..phase import coupon_collector_experts, coverage_probability  # noqa: F401 (re-exported)
 from . import stats
 from .base import Check, Context, register
 
@@ -726,22 +727,10 @@ def threshold_fit(level, ok, cells, reps: int = BOOTSTRAP) -> dict:
                 log_replicates=boot, slope=b, censored=censored)
 
 
-def coverage_probability(K: int, M: int) -> float:
-    """P(all K clusters covered when each of M experts favours a uniformly random cluster).
-
-    Inclusion-exclusion (coupon collector): sum_j (-1)^j C(K, j) (1 - j/K)^M. At initialization
-    each expert's favoured cluster argmax_{k, j} <v_k, w_{m,j}^(0)> is uniform and independent
-    (Gaussian W^(0), orthonormal v_k), so this is exact for M_k of Section 5 being all non-empty.
-    """
-    return float(sum((-1) ** j * math.comb(K, j) * (1 - j / K) ** M for j in range(K + 1)))
-
-
 def coupon_experts(K: int, level: float = EXPERTS_LEVEL) -> int:
-    """The smallest M with ``coverage_probability(K, M) >= level``."""
-    M = K
-    while coverage_probability(K, M) < level:
-        M += 1
-    return M
+    """``moesim.phase.coupon_collector_experts`` at this tier's level ``EXPERTS_LEVEL``: the smallest M
+    whose coverage probability (the coupon collector of Lemma 5.2) reaches ``level``."""
+    return coupon_collector_experts(K, level)
 
 
 def init_favoured_clusters(cfg, seeds) -> np.ndarray:

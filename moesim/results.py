@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .config import Config
+from .jsonable import jsonable
 from .model import Params
 from .training import RunResult
 
@@ -26,14 +27,6 @@ def summary_stats(result: RunResult) -> dict[str, dict[str, float]]:
     return out
 
 
-def _jsonable(v):
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, (np.floating, np.integer, np.bool_)):
-        return v.item()
-    return v
-
-
 def save_run(result: RunResult, out_dir: str | os.PathLike, extra: dict | None = None,
              overwrite: bool = False) -> Path:
     """Write a run to ``out_dir``: config, per-seed and aggregate summary, trajectories, params.
@@ -45,7 +38,7 @@ def save_run(result: RunResult, out_dir: str | os.PathLike, extra: dict | None =
     """
     from .outputs import write_atomic
 
-    summary = dict(seeds=result.seeds, wall_time_s=result.wall_time, per_seed={k: _jsonable(v) for k, v in
+    summary = dict(seeds=result.seeds, wall_time_s=result.wall_time, per_seed={k: jsonable(v) for k, v in
                    result.summary.items() if k != "test_dispatch_counts"}, stats=summary_stats(result))
     summary.update(result.info)
     if extra:

@@ -53,6 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import Config, field_names, field_types
+from .jsonable import jsonable
 
 SCHEMA_VERSION = 1
 FORMAT = "moesim-run-store"
@@ -389,7 +390,7 @@ class RunStore:
         key = run_key(cfg, record.seed, version)
         blob = record.trajectory if isinstance(record.trajectory, bytes) else pack_arrays(record.trajectory)
         row = (key, config_hash(cfg), int(record.seed), version, json.dumps(cfg, sort_keys=True), record.status,
-               record.error, json.dumps(_jsonable(record.metrics), sort_keys=True), int(record.batch_size),
+               record.error, json.dumps(jsonable(record.metrics, nonfinite="null"), sort_keys=True), int(record.batch_size),
                record.batch_wall_time_s, record.batch_cpu_time_s, record.started_at, record.finished_at, time.time(),
                record.worker)
         c = self.conn
@@ -585,16 +586,3 @@ class _transaction:
     def __exit__(self, kind, value, tb):
         self.conn.execute("COMMIT" if kind is None else "ROLLBACK")
 
-
-def _jsonable(v):
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, (np.floating, np.integer, np.bool_)):
-        return v.item()
-    if isinstance(v, float) and not np.isfinite(v):
-        return None if np.isnan(v) else v
-    return v

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 import typing
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import Config, preset
+from ..jsonable import jsonable
 from . import stats
 
 #: A per-seed property passes the statistical tier when P(seed satisfies it) >= this, at 95 %.
@@ -130,7 +130,7 @@ class ClaimResult:
                     threshold_source=self.source, scale=self.scale, seeds=self.seeds, verdict=self.verdict,
                     wall_time_s=round(self.wall_time_s, 3),
                     checks=[dict(prediction=c.prediction, measured=c.measured, passed=c.passed,
-                                 values=_jsonable(c.values)) for c in self.checks])
+                                 values=jsonable(c.values, nonfinite="text")) for c in self.checks])
 
 
 @dataclass(frozen=True)
@@ -360,17 +360,3 @@ def _spread(v: np.ndarray, fmt: str) -> str:
         return fmt.format(v[0])
     return f"[{fmt.format(v.min())}, {fmt.format(v.max())}]"
 
-
-def _jsonable(v):
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return _jsonable(v.tolist())
-    if isinstance(v, (np.floating, float)):
-        f = float(v)
-        return f if math.isfinite(f) else str(f)
-    if isinstance(v, (np.integer, np.bool_)):
-        return v.item()
-    return v

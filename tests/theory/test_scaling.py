@@ -23,6 +23,7 @@ import pytest
 
 from moesim.claims import QUICK, Context, get, names
 from moesim.claims import scaling as sc
+from moesim.config import preset
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -124,7 +125,7 @@ def test_coverage_at_initialization_is_the_coupon_collector_and_a_shared_init_br
     check = sc.analyse_experts(_experts_table("K log K"), cov)[1]
     assert check.passed, check.measured
     # broken model: every expert starts from expert 0's W^(0): all favour one cluster, nothing is covered
-    cfg = sc.preset(sc.WORKING_PRESET, "moe-nonlinear", n_clusters=4, n_experts=8, n_filters=3, shared_init=True)
+    cfg = preset(sc.WORKING_PRESET, "moe-nonlinear", n_clusters=4, n_experts=8, n_filters=3, shared_init=True)
     fav = sc.init_favoured_clusters(cfg, range(50))
     assert all(len(set(f.tolist())) == 1 for f in fav)
     broken = cov.assign(covered=0)
@@ -217,7 +218,7 @@ def test_full_grid_is_inside_what_each_prediction_states():
     assert [c.n_steps for c in probe.points()] == [math.floor(c.init_sigma**0.5 / c.lr_expert) for c in probe.points()]
     dim, regime = sc.dimension_specs(g)
     for c in dim.points():
-        ref = sc.preset(f"theory-d{c.patch_dim}", "moe-nonlinear")
+        ref = preset(f"theory-d{c.patch_dim}", "moe-nonlinear")
         assert c == ref.replace(record_every=c.record_every)  # exactly the theory preset at that d
     experts = sc.experts_spec(g).points()
     assert all(math.isclose(c.lr_router, 0.1 * (c.n_experts / 8) ** 2) for c in experts)

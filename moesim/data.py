@@ -18,16 +18,27 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from .config import Config
+from .outputs import cache_dir
 
 #: Role of each patch before shuffling: signal y*alpha*v_k, center beta*c_k, Gaussian noise
 #: patches, then the feature-noise patch eps*gamma*v_k' (the official code's stacking order).
 ROLE_SIGNAL, ROLE_CENTER, ROLE_FEATURE_NOISE = 0, 1, 2
+
+#: The config fields the official generator's latent variables (``_official_latents``: basis,
+#: labels, clusters, strengths, Gaussian patches, patch order) depend on besides the seed: the key
+#: of their disk cache. ``data_scale`` and ``shuffle_labels`` act after the cached latents,
+#: ``data_rng`` is ``"official"`` for every cached file, and the seed is keyed on its own.
+OFFICIAL_LATENT_FIELDS = ("n_clusters", "n_patches", "patch_dim", "n_train", "n_test", "alpha_range", "beta_range",
+                          "gamma_range", "sigma_p", "shuffle_patches")
+#: Every config field ``generate`` reads (Definition 3.1's sizes and ranges, and how they are drawn):
+#: two configs equal on these get the same datasets (``moesim.claims.Context.dataset`` keys its
+#: in-process cache by them).
+DATA_FIELDS = OFFICIAL_LATENT_FIELDS + ("data_scale", "shuffle_labels", "data_rng", "data_seed")
 
 
 @dataclass
@@ -232,22 +243,15 @@ def _official_latents(cfg: Config, seed: int) -> dict[str, np.ndarray]:
     return out
 
 
-def cache_dir() -> Path:
-    """The cache root of ``moesim.outputs.cache_dir`` (generated data goes in its ``data/``)."""
-    from .outputs import cache_dir as root
-
-    return root()
-
-
 def _data_key(cfg: Config, seed: int) -> str:
-    fields = ("n_clusters", "n_patches", "patch_dim", "n_train", "n_test", "alpha_range", "beta_range",
-              "gamma_range", "sigma_p", "shuffle_patches")
-    blob = json.dumps({f: getattr(cfg, f) for f in fields} | {"seed": seed, "version": 1}, sort_keys=True)
+    """The disk-cache key of the official latents: ``OFFICIAL_LATENT_FIELDS``, the seed, a version."""
+    blob = json.dumps({f: getattr(cfg, f) for f in OFFICIAL_LATENT_FIELDS} | {"seed": seed, "version": 1},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
 def _generate_official_cached(cfg: Config, seed: int) -> Dataset:
-    path = cache_dir() / "data" / f"official-{_data_key(cfg, seed)}.npz"
+    path = cache_dir("data") / f"official-{_data_key(cfg, seed)}.npz"
     lat = None
     if path.exists():
         try:

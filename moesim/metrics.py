@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -27,9 +28,15 @@ def dispatch_entropy(counts: torch.Tensor) -> torch.Tensor:
     return (n_m[..., 0, :] * -plogp.sum(-2)).sum(-1) / n + 0.0
 
 
-def majority_experts(counts: torch.Tensor) -> torch.Tensor:
-    """m*(k): the expert receiving most of cluster k. counts (..., K, M) -> (..., K)."""
-    return counts.argmax(-1)
+def majority_experts(counts: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """m*(k) of Theorem 4.2: the expert receiving most of cluster k's samples (the first on a tie).
+
+    ``counts`` (..., K, M) dispatch counts n_{k,m} (``dispatch_counts``), a torch tensor or anything
+    numpy reads (an array, nested lists) -> (..., K), a tensor for a tensor, else a numpy array.
+    """
+    if isinstance(counts, torch.Tensor):
+        return counts.argmax(-1)
+    return np.asarray(counts).argmax(-1)
 
 
 def signed_filter_alignment(W: torch.Tensor, a: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:

@@ -39,13 +39,19 @@ def os_error_text(path: str | os.PathLike, err: OSError) -> str:
     return err.strerror or str(err)
 
 
-def cache_dir() -> Path:
-    """The cache root: ``$MOESIM_CACHE``, else ``$XDG_CACHE_HOME/moesim``, else ``~/.cache/moesim``."""
+def cache_dir(kind: str | None = None) -> Path:
+    """The cache root: ``$MOESIM_CACHE``, else ``$XDG_CACHE_HOME/moesim``, else ``~/.cache/moesim``.
+
+    ``kind``: the sub-folder of one cache (``"data"``: generated data, ``moesim.data``;
+    ``"kernels"``: compiled kernels); ``None``: the root itself.
+    """
     if os.environ.get("MOESIM_CACHE"):
-        return Path(os.environ["MOESIM_CACHE"])
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]) / "moesim"
-    return Path.home() / ".cache" / "moesim"
+        root = Path(os.environ["MOESIM_CACHE"])
+    elif os.environ.get("XDG_CACHE_HOME"):
+        root = Path(os.environ["XDG_CACHE_HOME"]) / "moesim"
+    else:
+        root = Path.home() / ".cache" / "moesim"
+    return root if kind is None else root / kind
 
 
 def default_out(command: str, name: str, root: str | os.PathLike = "runs") -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Context, exact_check, quantity_check, register
-from .moe import moe_run
+from .moe import moe_run, regime_label
 
 
 def _entropy(res) -> np.ndarray:
@@ -68,7 +68,7 @@ def noise_ablation(ctx: Context):
             continue
         noisy = moe_run(ctx, regime)
         quiet = moe_run(ctx, regime, router_noise="none")
-        tag = f"theory d={ctx.theory_dim}" if regime == "theory" else regime
+        tag = regime_label(ctx, regime)
         checks.append(quantity_check(f"{tag}: entropy(no noise) - entropy(noise), same seed",
                                      _entropy(quiet) - _entropy(noisy), ">=", 0.2, ctx.scale))
     if not checks:

@@ -93,15 +93,29 @@ class Check:
     values: dict = field(default_factory=dict)  # numbers behind ``measured`` (JSON-serializable)
 
 
-@dataclass
-class ClaimResult:
-    """The outcome of checking one claim."""
+@dataclass(frozen=True)
+class Statement:
+    """What a claim says, shared by the claim (``Claim``) and the outcome of checking it (``ClaimResult``).
+
+    Attributes:
+        name: short id (``thm4.1-certificate``, ``lemma5.1``, ...).
+        reference: where the paper states it (theorem, lemma, table).
+        statement: the claim in words.
+        prediction: what is checked at finite size.
+        source: where each threshold comes from (paper, or a margin on a recorded measurement).
+    """
 
     name: str
     reference: str
     statement: str
     prediction: str
     source: str
+
+
+@dataclass(frozen=True)
+class ClaimResult(Statement):
+    """The outcome of checking one claim: its statement, the scale and seeds, and one check per assertion."""
+
     scale: str
     seeds: list[int]
     checks: list[Check]
@@ -134,26 +148,16 @@ class ClaimResult:
 
 
 @dataclass(frozen=True)
-class Claim:
-    """A statement of the paper with its finite-size check.
+class Claim(Statement):
+    """A statement of the paper (``Statement``) with its finite-size check.
 
     Attributes:
-        name: short id (``thm4.1-certificate``, ``lemma5.1``, ...).
-        reference: where the paper states it (theorem, lemma, table).
-        statement: the claim in words.
-        prediction: what is checked at finite size.
-        source: where each threshold comes from (paper, or a margin on a recorded measurement).
         measure: ``measure(ctx) -> list[Check]``.
         detects: the broken models (``moesim.claims.mutants``) this claim must fail on, each with
             the reason; the mutation matrix (``moesim verify --mutants``) asserts it.
         tier: ``"core"`` (``moesim verify``) or ``"scaling"`` (``moesim verify --scaling``).
     """
 
-    name: str
-    reference: str
-    statement: str
-    prediction: str
-    source: str
     measure: typing.Callable[["Context"], list[Check]]
     detects: dict = field(default_factory=dict)
     tier: str = "core"
@@ -261,12 +265,9 @@ class Context:
 
     def dataset(self, cfg: Config):
         """``(train, test)`` of ``cfg``'s data fields, generated once per process."""
-        from ..data import generate
+        from ..data import DATA_FIELDS, generate
 
-        fields = ("n_clusters", "n_patches", "patch_dim", "n_train", "n_test", "alpha_range", "beta_range",
-                  "gamma_range", "sigma_p", "data_scale", "shuffle_patches", "shuffle_labels", "data_rng",
-                  "data_seed")
-        key = json.dumps({f: getattr(cfg, f) for f in fields}, sort_keys=True, default=list)
+        key = json.dumps({f: getattr(cfg, f) for f in DATA_FIELDS}, sort_keys=True, default=list)
         if key not in self.cache.datasets:
             self.cache.datasets[key] = generate(cfg)
         return self.cache.datasets[key]

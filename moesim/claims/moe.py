@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from ..config import MODELS
-from .base import Context, per_seed_check, quantity_check, register
+from ..metrics import majority_experts
+from .base import Context, per_seed_check, register
 
 #: Steps of the exploration-stage checks under the official code's semantics (its init is not
 #: Gaussian and its data are x10, so T1's formula does not apply): the router check at step 20,
@@ -65,14 +66,16 @@ def moe_run(ctx: Context, regime: str = "official", model: str = "moe-nonlinear"
     return ctx.train(cfg, label=f"MoE {cfg.activation} ({regime}{tag})")
 
 
+def regime_runs(ctx: Context, model: str = "moe-nonlinear", **changes):
+    """``(tag, result)`` of the model under test in each regime of the context, in order (``moe_run``;
+    ``tag``: ``regime_label``)."""
+    for regime in ctx.regimes:
+        yield regime_label(ctx, regime), moe_run(ctx, regime, model, **changes)
+
+
 def final_snapshot(result, key: str) -> np.ndarray:
     """The last recorded value of a snapshot array: (S, ...)."""
     return np.asarray(result.snapshots[key][-1])
-
-
-def majority_experts(result) -> np.ndarray:
-    """m*(k): the expert receiving most test points of cluster k, (S, K)."""
-    return np.asarray(result.summary["test_dispatch_counts"]).argmax(-1)
 
 
 def rows_of(per_expert: np.ndarray, experts: np.ndarray) -> np.ndarray:
@@ -111,7 +114,7 @@ def router_logit_margin(ctx: Context, res, member: np.ndarray) -> np.ndarray:
     _, test = ctx.dataset(res.config)
     x_sum = test.x.sum(1).to(res.params.theta.dtype)  # (n, d)
     h = torch.einsum("nd,sdm->snm", x_sum, res.params.theta).double()  # (S, n, M)
-    mstar = majority_experts(res)  # (S, K)
+    mstar = majority_experts(res.summary["test_dispatch_counts"])  # (S, K): test dispatch
     k_of = test.cluster.numpy()
     S, K = mstar.shape
     out = np.zeros((S, K))
@@ -152,9 +155,7 @@ def router_logit_margin(ctx: Context, res, member: np.ndarray) -> np.ndarray:
 )
 def thm42(ctx: Context):
     checks = []
-    for regime in ctx.regimes:
-        res = moe_run(ctx, regime)
-        tag = regime_label(ctx, regime)
+    for tag, res in regime_runs(ctx):
         tr = np.asarray(res.summary["train_accuracy"], dtype=np.float64)
         te = np.asarray(res.summary["test_accuracy"], dtype=np.float64)
         if is_algorithm1(res.config):
@@ -197,11 +198,9 @@ COMPETENT = 0.97
 )
 def no_collapse(ctx: Context):
     checks = []
-    for regime in ctx.regimes:
-        res = moe_run(ctx, regime)
-        tag = regime_label(ctx, regime)
+    for tag, res in regime_runs(ctx):
         K = res.config.n_clusters
-        mstar = majority_experts(res)  # (S, K)
+        mstar = majority_experts(res.summary["test_dispatch_counts"])  # (S, K): test dispatch
         sel = rows_of(final_snapshot(res, "expert_cluster_accuracy"), mstar)  # (S, K, K): m*(k) on cluster k'
         diag = np.eye(K, dtype=bool)
         own = sel[:, diag]  # (S, K) m*(k) on its own cluster
@@ -246,10 +245,8 @@ def no_collapse(ctx: Context):
 )
 def router_centers(ctx: Context):
     checks = []
-    for regime in ctx.regimes:
-        res = moe_run(ctx, regime)
-        tag = regime_label(ctx, regime)
-        mstar = majority_experts(res)  # (S, K)
+    for tag, res in regime_runs(ctx):
+        mstar = majority_experts(res.summary["test_dispatch_counts"])  # (S, K): test dispatch
         rc = final_snapshot(res, "router_center")  # (S, M, K)
         rf = final_snapshot(res, "router_feature")
         K = mstar.shape[1]
@@ -351,7 +348,7 @@ def exploration(ctx: Context):
         p_cover = sum((-1) ** i * math.comb(K, i) * ((K - i) / K) ** M for i in range(K + 1))
         took = np.asarray(later.summary["updates"])
         rc = final_snapshot(final, "router_center")  # (S, M, K)
-        sel_c = rows_of(rc, majority_experts(final))
+        sel_c = rows_of(rc, majority_experts(final.summary["test_dispatch_counts"]))
         learned = (sel_c.argmax(-1) == np.arange(K)).all(1) & (theta_final > 100 * theta_early)
         checks += [
             per_seed_check(f"{tag}: dispatch entropy >= 0.97 ln K for steps < {T_r}", ent.min(0) >= 0.97 * math.log(K),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...metrics import majority_experts
 from ..base import Check, Context, register
 from .fits import exponent_check, power_fit
 from .grids import claim_specs, options
@@ -20,7 +21,7 @@ def alignment_ratio(rows) -> np.ndarray:
         if r["status"] != "done":
             continue
         counts = np.asarray(r["metrics"]["test_dispatch_counts"])  # (K, M)
-        mstar = counts.argmax(-1)
+        mstar = majority_experts(counts)  # (K,)
         rc = np.asarray(r["trajectory"]["snapshots/router_center"])[-1]  # (M, K)
         rf = np.asarray(r["trajectory"]["snapshots/router_feature"])[-1]
         K = counts.shape[0]

@@ -4,6 +4,12 @@ Every difference between the paper (Chen et al., NeurIPS 2022) and its official 
 (uclaml/MoE) is a field of its own, so that either behaviour, and each quirk alone, can be run.
 A preset (``paper-s1``, ``official-s1``, ...) picks all of one side; ``Config.replace`` or the
 command line's ``--set name=value`` flips single fields.
+
+One module of about 475 lines, on purpose: ``Config`` is one flat dataclass whose documentation is
+the comment beside each field (``moesim.fields`` reads them from this source for ``moesim config``
+and the book), its validation reads every field, and the presets and Theorem 4.2's regime are
+values of those fields. Moving the presets out would need ``preset`` imported back here (scripts
+and the book call ``moesim.config.preset``) around an import cycle (presets build ``Config`` objects).
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ from moesim.cli import cli
 from moesim.config import Config, ConfigError, preset
 from moesim.outputs import OutputError, cache_dir, default_out, prepare_out, write_atomic
 from moesim.results import load_run, save_run
-from moesim.store import RunRecord, RunStore, StaleRunsError, StoreError, _code_text, code_version, run_key
+from moesim.store import RunRecord, RunStore, StaleRunsError, StoreError, code_version, run_key
+from moesim.store.keys import _code_text
 from moesim.sweeps import SweepSpec, run_sweep
 from moesim.training import TrainingInterrupted, train
 
@@ -384,7 +385,7 @@ def test_a_read_only_store_is_found_before_dask(tmp_path, monkeypatch):
     path = tmp_path / "s.sqlite"
     RunStore(path).close()
     real = os.access
-    monkeypatch.setattr("moesim.store.os.access", lambda p, mode: False if Path(p) == path else real(p, mode))
+    monkeypatch.setattr("moesim.store.database.os.access", lambda p, mode: False if Path(p) == path else real(p, mode))
     with pytest.raises(StoreError, match="read-only"):
         run_sweep(_tiny_spec(), path, progress=False)
     with RunStore(path, readonly=True) as store:  # reading still works

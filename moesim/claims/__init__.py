@@ -14,7 +14,7 @@ Theorem 4.1 construction), and one module per group of claims.
 from __future__ import annotations
 
 # import order = registration order = the order of the verify table
-from . import single_expert, moe, lemma51, lemma52, ablations, scaling  # noqa: F401, I001
+from . import single_expert, tightness, moe, lemma51, lemma52, ablations, scaling  # noqa: F401, I001
 from .base import (DEFAULT_REGIMES, FULL, QUICK, REGIMES, REGISTRY, SCALES, THEORY_TEST_DIM, Check, Claim, ClaimResult,
                    Context, RunCache, Scale)
 

@@ -1,6 +1,6 @@
 """Theorem 4.1 (d): the 1/8 is tight when D_alpha = D_gamma, and the condition matters.
 
-Hand-built sum-of-patches classifiers (``moesim.claims.single_expert``: the linear pair, the sign
+Hand-built sum-of-patches classifiers (``moesim.claims.tightness``: the linear pair, the sign
 tournament, the magnitude threshold; derivations in ``TIGHT_DERIVATION``) on data of Definition 3.1.
 """
 
@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moesim import generate, preset
-from moesim.claims.single_expert import (
+from moesim.claims.tightness import (
     SEPARATED_ALPHA, SEPARATED_GAMMA, construction_checks, gaussian_tail, linear_pair, magnitude_threshold,
     sign_tournament, sum_of_patches, tournament_error_set, tournament_weights,
 )

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moesim import generate, preset
-from moesim.config import Config
+from moesim.config import Config, field_names
+from moesim.data import DATA_FIELDS, OFFICIAL_LATENT_FIELDS
 
 
 @st.composite
@@ -172,3 +173,8 @@ def test_settings_s2_to_s4_share_labels_and_clusters():
     data = {s: generate(preset(f"official-{s}-quick"))[0] for s in ("s2", "s3")}
     assert torch.equal(data["s2"].y, data["s3"].y) and torch.equal(data["s2"].cluster, data["s3"].cluster)
     assert not torch.equal(data["s2"].x, data["s3"].x)
+
+
+def test_data_fields_are_config_fields():
+    names = set(field_names())
+    assert set(DATA_FIELDS) <= names and set(OFFICIAL_LATENT_FIELDS) < set(DATA_FIELDS)

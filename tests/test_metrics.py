@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
-from moesim.metrics import dispatch_counts, dispatch_entropy
+from moesim.metrics import dispatch_counts, dispatch_entropy, majority_experts
 
 
 def test_one_cluster_per_expert_gives_zero():
@@ -41,3 +42,11 @@ def test_counts_from_assignments_batched():
     cluster = torch.tensor([0, 0, 1, 1])
     c = dispatch_counts(expert, cluster, 2, 3)
     assert c.tolist() == [[[1, 1, 0], [0, 1, 1]], [[0, 0, 2], [0, 0, 2]]]
+
+
+def test_majority_experts_takes_numpy_lists_and_torch():
+    counts = [[[3, 1], [0, 5]], [[2, 2], [4, 1]]]  # (S, K, M)
+    assert majority_experts(counts).tolist() == [[0, 1], [0, 0]]  # a tie goes to the first expert
+    assert isinstance(majority_experts(np.asarray(counts)), np.ndarray)
+    t = majority_experts(torch.tensor(counts))
+    assert isinstance(t, torch.Tensor) and t.tolist() == [[0, 1], [0, 0]]

@@ -8,7 +8,13 @@ Usage::
     results = run_claims(ctx)                 # every claim, in order
 
 Modules: ``base`` (Claim, Check, Scale, Context), ``stats`` (confidence bounds), ``swap`` (the
-Theorem 4.1 construction), and one module per group of claims.
+Theorem 4.1 construction), and one module per group of claims (``single_expert``, ``tightness``,
+``moe``, ``lemma51``, ``lemma52``, ``ablations``; the ``scaling`` tier is a package, one module per
+claim). ``mutants`` holds the broken models a claim's ``detects`` names.
+
+To add a claim: write ``measure(ctx) -> list[Check]`` decorated with ``base.register(...)`` in the
+module of its group (a new module is also imported below, where its place sets its row in the
+table), and its test in ``tests/theory``.
 """
 
 from __future__ import annotations

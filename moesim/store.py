@@ -145,8 +145,10 @@ def config_hash(cfg: Config | dict) -> str:
 
 
 #: The files whose code computes a run's numbers (``code_fingerprint``).
-FINGERPRINT_FILES = ("config.py", "data.py", "model.py", "step.py", "fused.py", "fused_step.c", "training.py",
-                     "metrics.py")
+FINGERPRINT_FILES = ("config.py", "data.py", "model.py", "nonlinearities.py", "engines/__init__.py", "engines/base.py",
+                     "engines/eager.py", "engines/fused.py", "engines/fused_step.c", "engines/autograd.py",
+                     "engines/official_ops.py", "training.py", "noise.py", "optim.py", "stopping.py", "recorder.py",
+                     "evaluation.py", "metrics.py")
 
 
 def _code_text(path: Path) -> bytes:

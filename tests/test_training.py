@@ -155,12 +155,12 @@ def test_prefetched_router_noise_is_torch_rand(scale):
     """Training draws the next step's noise on a background thread into reused buffers: the same
     numbers, in the same order, as torch.rand on each run's generator (without and with prefetch)."""
     from moesim.model import generator
-    from moesim.training import _Noise
+    from moesim.noise import NoiseStream
 
     cfg = preset("official-s1", noise_scale=scale)
     gens = [generator(s, "router-noise", "cpu") for s in (0, 5)]
-    plain = _Noise(cfg, [0, 5], 300, 8, "cpu", torch.float32, "router-noise")
-    fetched = _Noise(cfg, [0, 5], 300, 8, "cpu", torch.float32, "router-noise", prefetch=True)
+    plain = NoiseStream(cfg, [0, 5], 300, 8, "cpu", torch.float32, "router-noise")
+    fetched = NoiseStream(cfg, [0, 5], 300, 8, "cpu", torch.float32, "router-noise", prefetch=True)
     try:
         for _ in range(4):
             want = torch.stack([torch.rand(300, 8, generator=g) for g in gens]) * scale

@@ -483,9 +483,10 @@ def test_cache_dir_rule(monkeypatch, tmp_path):
     monkeypatch.delenv("MOESIM_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache_dir() == tmp_path / "xdg" / "moesim"
-    from moesim import data, fused
+    from moesim import data
+    from moesim.engines import fused
 
-    assert data.cache_dir() == cache_dir() and fused.cache_dir() == cache_dir() / "kernels"
+    assert data.cache_dir() == cache_dir() and fused.kernel_path("k").parent == cache_dir() / "kernels"
     monkeypatch.setenv("MOESIM_CACHE", str(tmp_path / "m"))
     assert cache_dir() == tmp_path / "m"
     monkeypatch.delenv("MOESIM_CACHE")

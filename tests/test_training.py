@@ -10,7 +10,8 @@ import torch
 
 import moesim
 from moesim import preset
-from moesim.training import DivergenceError, _stop_rule
+from moesim.stopping import stop_rule as _stop_rule
+from moesim.training import DivergenceError
 
 TINY = dict(n_train=300, n_test=100, n_experts=4, n_filters=6, single_filters=8, dtype="float64", record_every=5)
 
@@ -137,7 +138,8 @@ def test_evaluation_in_chunks_equals_one_pass(model):
     """``evaluate`` works through the samples in memory-sized chunks (its memory does not grow with
     n); the predictions and routed experts do not depend on the chunk size."""
     from moesim.model import second_layer
-    from moesim.training import evaluate, make_problem
+    from moesim.evaluation import evaluate
+    from moesim.training import make_problem
 
     cfg = preset("official-s1-quick", model, n_steps=10, n_steps_single=10, **TINY)
     res = moesim.train(cfg, [0, 1])

@@ -57,10 +57,12 @@ class Engine:
         load_balancing: what ``moesim.engines.resolve`` does when ``cfg.load_balancing > 0``:
             ``"native"`` (this engine trains the auxiliary loss), ``"refuse"`` (an error) or
             ``"autograd"`` (the autograd engine trains the run instead).
+        refusal_format: the error where it is unavailable (``refusal``).
     """
 
     name: str = ""
     load_balancing: str = "refuse"
+    refusal_format: str = "engine={name!r} cannot run here: {reason}"
 
     # --- availability ----------------------------------------------------------------------
     def unavailable(self, cfg: Config, x: torch.Tensor) -> str | None:
@@ -68,8 +70,9 @@ class Engine:
         return None
 
     def refusal(self, reason: str) -> str:
-        """The message of the ``ValueError`` that ``engine=<name>`` raises where it is unavailable."""
-        return f"engine={self.name!r} cannot run here: {reason}"
+        """The message of the ``ValueError`` that ``engine=<name>`` raises where it is unavailable
+        (``refusal_format`` with ``name`` and ``reason``)."""
+        return self.refusal_format.format(name=self.name, reason=reason)
 
     def step_bytes_per_sample(self, cfg: Config) -> int:
         """Values a step holds per (run, sample) for the expert activations (``moesim.memory``)."""

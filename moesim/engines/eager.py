@@ -193,11 +193,8 @@ class EagerEngine(Engine):
     def step_bytes_per_sample(self, cfg: Config) -> int:
         return 2 * cfg.n_patches * cfg.filters  # pre-activations and their derivative
 
-    def moe_step(self, cfg, params, x, x_sum, y, noise, a, workspace=None) -> StepOutput:
-        return moe_step(cfg, params, x, x_sum, y, noise, a, workspace)
-
-    def single_step(self, cfg, params, x, y, a, workspace=None) -> StepOutput:
-        return single_step(cfg, params, x, y, a, workspace)
+    moe_step = staticmethod(moe_step)
+    single_step = staticmethod(single_step)
 
 
 ENGINE = EagerEngine()

@@ -111,6 +111,11 @@ def _cpu_id() -> str:
     return "\n".join(keep)
 
 
+def kernel_path(key: str) -> Path:
+    """Where the kernel built with cache key ``key`` lives: ``kernels/`` in ``moesim.outputs.cache_dir()``."""
+    return outputs.cache_dir() / "kernels" / f"fused_step-{key}.so"
+
+
 def _build() -> Path:
     cc = _compiler()
     try:
@@ -120,7 +125,7 @@ def _build() -> Path:
     source = SOURCE.read_bytes()
     key = hashlib.sha256(source + " ".join([cc, version, platform.machine(), _cpu_id(), *CFLAGS]).encode())
     key = key.hexdigest()[:16]
-    target = outputs.cache_dir() / "kernels" / f"fused_step-{key}.so"
+    target = kernel_path(key)
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -352,20 +357,14 @@ class FusedEngine(Engine):
 
     name = "fused"
 
-    def unavailable(self, cfg: Config, x: torch.Tensor) -> str | None:
-        return available(cfg, x)
-
-    def refusal(self, reason: str) -> str:
-        return f"engine='fused' cannot run here: {reason}; use engine='eager' or 'auto'"
+    unavailable = staticmethod(available)
+    refusal_format = "engine='fused' cannot run here: {reason}; use engine='eager' or 'auto'"
 
     def step_bytes_per_sample(self, cfg: Config) -> int:
         return 0  # a sample's activations stay in registers
 
-    def moe_step(self, cfg, params, x, x_sum, y, noise, a, workspace=None) -> StepOutput:
-        return moe_step(cfg, params, x, x_sum, y, noise, a, workspace)
-
-    def single_step(self, cfg, params, x, y, a, workspace=None) -> StepOutput:
-        return single_step(cfg, params, x, y, a, workspace)
+    moe_step = staticmethod(moe_step)
+    single_step = staticmethod(single_step)
 
     def routed_outputs(self, cfg, params, x, x_sum, noise, a):
         if available(cfg, x) is not None:

@@ -139,17 +139,11 @@ class OfficialOpsEngine(Engine):
     name = "official-ops"
     load_balancing = "autograd"
 
-    def unavailable(self, cfg: Config, x: torch.Tensor) -> str | None:
-        return unavailable(cfg, x)
+    unavailable = staticmethod(unavailable)
+    refusal_format = "engine='official-ops' cannot train this config: {reason}"
 
-    def refusal(self, reason: str) -> str:
-        return f"engine='official-ops' cannot train this config: {reason}"
-
-    def moe_step(self, cfg, params, x, x_sum, y, noise, a, workspace=None) -> StepOutput:
-        return moe_step(cfg, params, x, x_sum, y, noise, a, workspace)
-
-    def update(self, cfg, params, grads, active, adam=None) -> None:
-        apply_update(cfg, params, grads, active, adam)
+    moe_step = staticmethod(moe_step)
+    update = staticmethod(apply_update)
 
     def evaluate(self, cfg, params, x, x_sum, y, noise, a, chunk_elements: int = 2**23):
         return evaluate(cfg, params, x, y, noise)

@@ -210,20 +210,7 @@ def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Proble
         TrainingInterrupted: Ctrl-C (``KeyboardInterrupt``) during the steps; ``err.result``
             keeps the completed steps, marked ``info["incomplete"]``.
     """
-    cfg.validate()
-    check_device(cfg.device)
-    if engine not in ENGINES:
-        raise ValueError(f"engine={engine!r} is not allowed; choose one of {', '.join(ENGINES)}")
-    if check_memory:
-        from . import memory
-
-        n_seeds = seeds if isinstance(seeds, int) and not isinstance(seeds, bool) else len(seeds)
-        memory.check(cfg, n_seeds, engine, option="check_memory=False", generate=data is None and problem is None)
-    seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
-    if not seeds:
-        raise ValueError("seeds is empty; give at least one seed")
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds {seeds} contain duplicates")
+    seeds = _checked(cfg, seeds, engine, check_memory, generate=data is None and problem is None)
     t0 = time.perf_counter()
     dev, dt = cfg.device, _dtype(cfg)
     prob = problem if problem is not None else make_problem(cfg, data)
@@ -240,16 +227,6 @@ def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Proble
         adam = Adam(params.tensors(), default_lr_single(cfg), cfg.weight_decay_single)
     rec = Recorder(cfg, seeds, prob, a, eng, noise, dev, dt)
     workspace = Workspace()  # the step's internal buffers, reused from step to step
-
-    def result(upto: int) -> RunResult:
-        history, snapshots = rec.tables(upto)
-        return RunResult(cfg, seeds, history, snapshots, {}, wall_time=time.perf_counter() - t0,
-                         info=dict(engine=eng.name))
-
-    def check_finite() -> None:
-        if (bad := rec.diverged()) is not None:
-            raise DivergenceError(bad[0], bad[1], result(bad[0]))
-
     step, updates = 0, 0
     try:
         for step in range(T):
@@ -257,7 +234,7 @@ def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Proble
                            a, workspace)
             rec.record(step, out.loss, out.margin, out.expert)
             if step % cfg.record_every == 0:
-                check_finite()
+                _check_finite(rec, t0)
                 rec.snapshot(step, params)
             if not bool(rec.active.any()):
                 break
@@ -265,11 +242,11 @@ def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Proble
             eng.update(cfg, params, out.grads, rec.active, adam)
             if progress is not None:
                 progress(step + 1, T)
-        check_finite()
+        _check_finite(rec, t0)
     except KeyboardInterrupt as err:
         if isinstance(err, TrainingInterrupted):
             raise
-        part = result(updates)
+        part = _result(rec, t0, updates)
         part.info.update(incomplete=True, steps_done=updates)
         part.params = _on_cpu(params, clone=True)
         raise TrainingInterrupted(updates, part) from None
@@ -278,12 +255,44 @@ def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Proble
             noise.close()  # the background noise thread
     if rec.last_snapshot() != updates:
         rec.snapshot(updates, params)
-    res = result(step + 1)
+    res = _result(rec, t0, step + 1)
     res.summary = rec.summary(params, res.history)
     if keep_params:
         res.params = _on_cpu(params)
     res.wall_time = time.perf_counter() - t0
     return res
+
+
+def _checked(cfg: Config, seeds: list[int] | int, engine: str, check_memory: bool, generate: bool) -> list[int]:
+    """``train``'s arguments checked (config, device, engine name, memory, seeds); the seeds as a list."""
+    cfg.validate()
+    check_device(cfg.device)
+    if engine not in ENGINES:
+        raise ValueError(f"engine={engine!r} is not allowed; choose one of {', '.join(ENGINES)}")
+    if check_memory:
+        from . import memory
+
+        n_seeds = seeds if isinstance(seeds, int) and not isinstance(seeds, bool) else len(seeds)
+        memory.check(cfg, n_seeds, engine, option="check_memory=False", generate=generate)
+    seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds is empty; give at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds {seeds} contain duplicates")
+    return seeds
+
+
+def _result(rec: Recorder, t0: float, upto: int) -> RunResult:
+    """The ``RunResult`` of the first ``upto`` steps recorded by ``rec`` (no summary yet)."""
+    history, snapshots = rec.tables(upto)
+    return RunResult(rec.cfg, rec.seeds, history, snapshots, {}, wall_time=time.perf_counter() - t0,
+                     info=dict(engine=rec.engine.name))
+
+
+def _check_finite(rec: Recorder, t0: float) -> None:
+    """Raise ``DivergenceError`` (with the steps before it) once a run's loss was NaN or infinite."""
+    if (bad := rec.diverged()) is not None:
+        raise DivergenceError(bad[0], bad[1], _result(rec, t0, bad[0]))
 
 
 def _on_cpu(params: Params, clone: bool = False) -> Params:

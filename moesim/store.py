@@ -144,11 +144,12 @@ def config_hash(cfg: Config | dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-#: The files whose code computes a run's numbers (``code_fingerprint``).
-FINGERPRINT_FILES = ("config.py", "data.py", "model.py", "nonlinearities.py", "engines/__init__.py", "engines/base.py",
-                     "engines/eager.py", "engines/fused.py", "engines/fused_step.c", "engines/autograd.py",
-                     "engines/official_ops.py", "training.py", "noise.py", "optim.py", "stopping.py", "recorder.py",
-                     "evaluation.py", "metrics.py")
+#: The files whose code computes a run's numbers (``code_fingerprint``): every file of the step
+#: engines (``moesim/engines/``, a new engine included), the tables, training and its parts.
+FINGERPRINT_FILES = ("config.py", "data.py", "model.py", "nonlinearities.py",
+                     *sorted(f"engines/{p.name}" for p in (Path(__file__).parent / "engines").iterdir()
+                             if p.suffix in (".py", ".c")),
+                     "training.py", "noise.py", "optim.py", "stopping.py", "recorder.py", "evaluation.py", "metrics.py")
 
 
 def _code_text(path: Path) -> bytes:

@@ -33,10 +33,12 @@ ROUTER_NOISES = ("fresh", "fixed", "none")
 SINGLE_OPTIMIZERS = ("normalized_gd", "gd", "adam")
 DATA_RNGS = ("torch", "official")
 DTYPES = ("float32", "float64")
-#: How training computes a step's gradients (``moesim.train(engine=...)``): the fused C kernel,
-#: torch operations with hand-written gradients, autograd, the fastest that can run, or the official
-#: code's own operations in its order (bit-level replay; slow).
-ENGINES = ("auto", "fused", "eager", "autograd", "official-ops")
+#: How training computes a step's gradients (``moesim.train(engine=...)``): the fastest that can run,
+#: then the engines registered in ``moesim.engines.MODULES`` (the fused C kernel, torch operations with
+#: hand-written gradients, autograd, the official code's own operations in its order).
+from .engines import NAMES as _ENGINE_NAMES  # noqa: E402 -- the registry; imports no torch
+
+ENGINES = ("auto", *_ENGINE_NAMES)
 
 
 class ConfigError(ValueError):

@@ -9,10 +9,11 @@
   (n + n_test) x P x d arrays at once; freed before training);
 * ``data``: the samples on the device in ``cfg.dtype`` with their patch sums;
 * ``step``: one training step of S runs: router noise (two prefetch buffers and the evaluation
-  noise, S x n x M each), margins and routing (a few S x n arrays), and the expert activations:
-  the fused kernel keeps none, the eager step about two S x n x P x J arrays (pre-activations
-  and their derivative), autograd the routed patches and three activations per filter
-  (2 S x n x P x (d + 3 J)); J is ``single_filters`` for a single model;
+  noise, S x n x M each), margins and routing (a few S x n arrays), and the expert activations
+  (each engine's ``step_bytes_per_sample``): the fused kernel keeps none, the eager step about
+  two S x n x P x J arrays (pre-activations and their derivative), autograd (and any other
+  engine) the routed patches and three activations per filter (2 S x n x P x (d + 3 J)); J is
+  ``single_filters`` for a single model;
 * ``history``: the per-step loss, accuracy and dispatch counts (T x S x K x M integers) and their
   copies in the result.
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import os
 
+from . import engines
 from .config import Config, ConfigError
 
 #: Resident memory of a process that imported torch and moesim and trained a tiny run, bytes
@@ -51,11 +53,11 @@ def estimate(cfg: Config, n_seeds: int, engine: str = "auto", generate: bool = T
     elif engine == "auto":
         import torch
 
-        from . import fused
+        from .engines.fused import unsupported
 
         x = torch.empty(0, dtype=torch.float32 if b == 4 else torch.float64)  # only its dtype is read
-        engine = "fused" if cfg.device == "cpu" and fused.unsupported(cfg, x) is None else "eager"
-    per_sample = {"fused": 0, "eager": 2 * P * J}.get(engine, 2 * P * (d + 3 * J))
+        engine = "fused" if cfg.device == "cpu" and unsupported(cfg, x) is None else "eager"
+    per_sample = engines.get(engine if engine in engines.MODULES else "autograd").step_bytes_per_sample(cfg)
     return dict(
         runtime=RUNTIME_BYTES,
         data_generation=4 * N * P * d * 8 if generate else 0,

@@ -12,20 +12,26 @@ loops over experts or samples.
 Two expert kernels compute the same numbers: ``expert_outputs_dense`` runs every expert on every
 sample (the reference, and what per-expert diagnostics need), ``expert_outputs_routed`` runs each
 sample through its routed expert only, by sorting samples into expert-homogeneous blocks and one
-batched matmul. Both are differentiable with autograd; training uses hand-written gradients: the
-fused C kernel of ``moesim.fused`` on CPUs, or ``moesim.step`` (which shares ``routing_layout``).
-A linear activation collapses to one inner product with ``sum_p x^(p)``.
+batched matmul. Both are differentiable with autograd (the ``autograd`` engine); the other engines
+of ``moesim.engines`` use hand-written gradients: the fused C kernel on CPUs, or the ``eager`` step
+(which shares ``routing_layout`` and ``route``). sigma and the loss come from the tables of
+``moesim.nonlinearities``. A linear activation collapses to one inner product with ``sum_p x^(p)``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .config import Config
+from .nonlinearities import activation_fn, is_linear, loss_from_margin  # noqa: F401 -- the model's sigma and l
+
+if TYPE_CHECKING:
+    from .engines.base import Workspace
 
 
 @dataclass
@@ -48,24 +54,7 @@ class Params:
         return Params(self.W[seeds], None if self.b is None else self.b[seeds], self.theta[seeds])
 
 
-# --- activations -----------------------------------------------------------------------------
-
-def activation_fn(cfg: Config):
-    """sigma of the expert (Section 3): linear, cubic, z**q, relu, tanh, gelu, celu."""
-    name = cfg.activation
-    if name == "linear" or (name == "power" and cfg.power == 1):
-        return lambda z: z
-    if name == "cubic" or (name == "power" and cfg.power == 3):
-        return lambda z: z * z * z
-    if name == "power":
-        q = cfg.power
-        return lambda z: z**q
-    return {"relu": torch.relu, "tanh": torch.tanh, "gelu": F.gelu, "celu": F.celu}[name]
-
-
-def is_linear(cfg: Config) -> bool:
-    return cfg.activation == "linear" or (cfg.activation == "power" and cfg.power == 1)
-
+# --- activations (the table: moesim.nonlinearities) ------------------------------------------
 
 def second_layer(cfg: Config, n_filters: int, dtype: torch.dtype, device) -> torch.Tensor:
     """Fixed second-layer weights a_j: ones (paper) or [-1]*J/2 + [+1]*J/2 (code's two heads)."""
@@ -185,32 +174,15 @@ def routing_layout(expert: torch.Tensor, n_experts: int, block: int | None = Non
                          n_blocks=n_blocks, block=B)
 
 
-class Workspace:
-    """Named buffers reused from step to step (a fresh large buffer costs page faults every step):
-    the routed kernels' gathered sample rows (``"rows"``; padding rows hold a copy of sample 0,
-    never read, with gradient weight exactly zero) and the fused kernel's per-chunk gradient sums.
-    Only internal buffers live here: what a step returns is always newly allocated.
-    """
-
-    def __init__(self):
-        self.buffers: dict[str, torch.Tensor] = {}
-
-    def get(self, name: str, shape, like: torch.Tensor) -> torch.Tensor:
-        shape = tuple(shape)
-        t = self.buffers.get(name)
-        if t is None or t.shape != shape or t.dtype != like.dtype or t.device != like.device:
-            t = self.buffers[name] = like.new_zeros(shape)
-        return t
-
-
 def expert_outputs_routed(cfg: Config, params: Params, x: torch.Tensor, a: torch.Tensor,
                           expert: torch.Tensor, layout: RoutingLayout | None = None,
-                          buffer: Workspace | None = None) -> torch.Tensor:
+                          workspace: Workspace | None = None) -> torch.Tensor:
     """f_{m_i}(x_i) of the routed expert only, for every run and sample: (S, n).
 
     Args:
         x: (n, P, d) samples (shared by the runs). expert: (S, n) routed expert index.
-        layout: a precomputed ``routing_layout(expert, M)``. buffer: a ``Workspace`` for the rows.
+        layout: a precomputed ``routing_layout(expert, M)``. workspace: a ``moesim.engines.Workspace``
+            for the gathered rows (padding rows hold a copy of sample 0, never read).
     """
     W, b = params.W, params.b
     S, M, J, d = W.shape
@@ -225,8 +197,8 @@ def expert_outputs_routed(cfg: Config, params: Params, x: torch.Tensor, a: torch
     lay = layout or routing_layout(expert, M)
     R = lay.n_blocks * lay.block
     flat = x.reshape(n, P * d)
-    if buffer is not None:
-        rows = torch.index_select(flat, 0, lay.source, out=buffer.get("rows", (R, P * d), x))
+    if workspace is not None:
+        rows = torch.index_select(flat, 0, lay.source, out=workspace.get("rows", (R, P * d), x))
     else:
         rows = torch.index_select(flat, 0, lay.source)  # padding rows repeat sample 0: finite, never read
     rows3 = rows.view(lay.n_blocks, lay.block * P, d)
@@ -248,8 +220,28 @@ def router_logits(params: Params, x_sum: torch.Tensor) -> torch.Tensor:
     return h.view(-1, S, M).transpose(0, 1)
 
 
-def gate_values(cfg: Config, h: torch.Tensor, noisy: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
-    """The factor of the routed expert's output (S, n).
+class Routing(NamedTuple):
+    """Noisy top-1 routing of S runs (Section 3): logits, expert and gate, each per (run, sample)."""
+
+    h: torch.Tensor  # (S, n, M) clean router logits
+    noisy: torch.Tensor  # (S, n, M) h + r (h when there is no noise)
+    expert: torch.Tensor  # (S, n) m = argmax_m (h_m + r_m)
+    gate: torch.Tensor  # (S, n) the factor of the routed expert's output
+    probs: torch.Tensor | None  # (S, n, M) the softmax the gate is taken from (softmax gates), else None
+
+
+def route(cfg: Config, params: Params, x_sum: torch.Tensor, noise: torch.Tensor | None) -> Routing:
+    """h = Theta^T x_sum, noisy top-1 m = argmax(h + r) (no noise: argmax h), and the gate."""
+    h = router_logits(params, x_sum)
+    noisy = h + noise if noise is not None else h
+    expert = noisy.argmax(-1)
+    gate, probs = gate_and_probs(cfg, h, noisy, expert)
+    return Routing(h, noisy, expert, gate, probs)
+
+
+def gate_and_probs(cfg: Config, h: torch.Tensor, noisy: torch.Tensor,
+                   expert: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The factor of the routed expert's output (S, n), and the softmax it is taken from (or None).
 
     ``softmax``: pi_m(x) = softmax(h)_m of the clean logits (paper, Section 3; the top-1 gate
     is *not* renormalized to 1, so the router gets a gradient from the task loss).
@@ -258,24 +250,16 @@ def gate_values(cfg: Config, h: torch.Tensor, noisy: torch.Tensor, expert: torch
     """
     idx = expert[..., None]
     if cfg.gate == "unit":  # renormalized to 1: the output no longer depends on h
-        return torch.ones_like(expert, dtype=h.dtype)
-    if cfg.gate == "softmax":
-        return torch.gather(torch.softmax(h, -1), 2, idx)[..., 0]
+        return torch.ones_like(expert, dtype=h.dtype), None
     if cfg.gate == "noisy_logit":
-        return torch.gather(noisy, 2, idx)[..., 0]
-    return torch.gather(torch.softmax(noisy, -1), 2, idx)[..., 0]
+        return torch.gather(noisy, 2, idx)[..., 0], None
+    probs = torch.softmax(h if cfg.gate == "softmax" else noisy, -1)
+    return torch.gather(probs, 2, idx)[..., 0], probs
 
 
-def loss_from_margin(cfg: Config, margin: torch.Tensor) -> torch.Tensor:
-    """Per-sample loss of the MoE as a function of the margin y * gate * f.
-
-    ``logistic``: log(1 + exp(-margin)) (paper). ``double_softmax_ce``: the official code applies
-    CrossEntropyLoss to softmax probabilities of the two logits, which equals
-    log(1 + exp(-tanh(margin / 2))) and is bounded below by log(1 + 1/e) = 0.3133.
-    """
-    if cfg.loss == "logistic":
-        return F.softplus(-margin)
-    return F.softplus(-torch.tanh(margin / 2))
+def gate_values(cfg: Config, h: torch.Tensor, noisy: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
+    """The gate of ``gate_and_probs`` alone: the factor of the routed expert's output (S, n)."""
+    return gate_and_probs(cfg, h, noisy, expert)[0]
 
 
 def load_balancing_loss(h: torch.Tensor, expert: torch.Tensor, n_experts: int) -> torch.Tensor:

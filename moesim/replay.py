@@ -16,7 +16,7 @@ the MoE runs are trained by ``moesim.training.train`` with the replayed initiali
 printed one at the printed digits.
 
 ``moesim replay synthetic_demo_s1`` prints the comparison and exits 1 on a mismatch. It trains
-with ``engine="official-ops"`` (``moesim.official_ops``: the official code's own operations in its
+with ``engine="official-ops"`` (``moesim.engines.official_ops``: the official code's own operations in its
 order, so float32 rounds as in the official code; slow); the library functions default to moesim's
 fast engines, whose different summation order can move a sample on a rounding edge.
 """

@@ -3,8 +3,9 @@
 ``moesim.training.train`` draws W^(0) and the router noise r^(t) from each run's seed;
 ``run_trajectory`` takes both as arguments, so that runs can share them exactly (common random
 numbers) or receive transformed copies (the invariance tests of ``tests/theory/test_invariances.py``).
-Each step is the one ``train`` takes: ``moesim.step.moe_step`` (or the fused kernel) for the loss
-and gradients, then ``moesim.training._apply_update`` (normalized GD for the experts, GD for the router).
+Each step is the one ``train`` takes: the eager or fused engine's ``moe_step`` (``moesim.engines``)
+for the loss and gradients, then ``moesim.optim.apply_update`` (normalized GD for the experts, GD
+for the router).
 """
 
 from __future__ import annotations
@@ -13,17 +14,19 @@ from collections.abc import Sequence
 
 import torch
 
-from . import fused
-from . import step as step_mod
+from . import engines
 from .config import Config
-from .model import Params, Workspace, second_layer
-from .training import _apply_update, _dtype, _Noise
+from .engines.base import Workspace
+from .model import Params, second_layer
+from .noise import NoiseStream
+from .optim import apply_update
+from .training import _dtype
 
 
 def draw_noises(cfg: Config, seeds: list[int], n: int, *, steps: int | None = None, device="cpu") -> torch.Tensor:
     """The router noise r^(t) that ``train(cfg, seeds)`` draws at steps 0..T-1 (T = ``steps`` or
     ``cfg.steps``): (T, S, n, M), from each seed's ``router-noise`` stream."""
-    noise = _Noise(cfg, [int(s) for s in seeds], n, cfg.experts, device, _dtype(cfg), "router-noise")
+    noise = NoiseStream(cfg, [int(s) for s in seeds], n, cfg.experts, device, _dtype(cfg), "router-noise")
     return torch.stack([noise.draw().clone() for _ in range(cfg.steps if steps is None else steps)])
 
 
@@ -35,7 +38,7 @@ def run_trajectory(cfg: Config, params: Params, train_x: torch.Tensor, train_y: 
         params: W^(0) (S, M, J, d), b^(0) or None, Theta^(0) (S, d, M); not modified.
         train_x: (n, P, d) samples; train_y: (n,) labels in {-1, +1}.
         noises: router noise r^(t) of each step, (T, S, n, M) or T tensors (S, n, M).
-        engine: ``"eager"`` (``moesim.step``, any dtype) or ``"fused"`` (CPU float32 kernel).
+        engine: ``"eager"`` (``moesim.engines.eager``, any dtype) or ``"fused"`` (CPU float32 kernel).
 
     Returns: ``loss`` (T, S), ``expert`` (T, S, n) routed expert, ``margin`` (T, S, n) y*gate*f,
     each at the parameters before step t's update (as ``train``'s history), and ``params``
@@ -63,20 +66,19 @@ def run_trajectory(cfg: Config, params: Params, train_x: torch.Tensor, train_y: 
         raise ValueError(f"train_y must be ({n},) labels in {{-1, +1}}, got shape {tuple(train_y.shape)}")
     if len(noises) == 0 or any(r.shape != (S, n, M) or r.dtype != W.dtype for r in noises):
         raise ValueError(f"noises must be a non-empty sequence of ({S}, {n}, {M}) {W.dtype} tensors (one per step)")
-    if engine == "fused" and (reason := fused.available(cfg, train_x)) is not None:
+    eng = engines.get(engine)
+    if (reason := eng.unavailable(cfg, train_x)) is not None:
         raise ValueError(f"engine='fused' cannot run here: {reason}; use engine='eager'")
     p = params.detach()
-    tensors = p.tensors()
-    kernels = fused if engine == "fused" else step_mod
     x, y = train_x, train_y.to(W.dtype)
     x_sum, a = x.sum(1), second_layer(cfg, J, W.dtype, W.device)
-    active, buffer = torch.ones(S, dtype=torch.bool, device=W.device), Workspace()
+    active, workspace = torch.ones(S, dtype=torch.bool, device=W.device), Workspace()
     loss, expert, margin = [], [], []
     with torch.no_grad():
         for r in noises:
-            out = kernels.moe_step(cfg, p, x, x_sum, y, r, a, buffer)
+            out = eng.moe_step(cfg, p, x, x_sum, y, r, a, workspace)
             loss.append(out.loss)
             expert.append(out.expert)
             margin.append(out.margin)
-            _apply_update(cfg, p, tensors, out.grads, active, None)
+            apply_update(cfg, p, out.grads, active, None)
     return dict(loss=torch.stack(loss), expert=torch.stack(expert), margin=torch.stack(margin), params=p)

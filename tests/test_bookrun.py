@@ -107,7 +107,7 @@ def test_html_is_the_one_executed_page_with_glue_filled_in(tmp_path, monkeypatch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["_static", "official_code.html", "official_code.ipynb"]
     text = page.read_text()
     assert "{glue" not in text and "glue:text" not in text
-    from moesim.training import EARLY_STOP_TOLERANCE
+    from moesim.stopping import EARLY_STOP_TOLERANCE
 
     assert f"by more than {EARLY_STOP_TOLERANCE:g} above" in re.sub(r"<[^>]+>", "", text)
     assert f'href="{bookrun.PUBLISHED}book/data.html' in text and 'href="data.html' not in text

@@ -484,9 +484,9 @@ def test_cache_dir_rule(monkeypatch, tmp_path):
     monkeypatch.delenv("MOESIM_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache_dir() == tmp_path / "xdg" / "moesim"
-    from moesim import fused
+    from moesim.engines import fused
 
-    assert cache_dir("data") == cache_dir() / "data" and fused.cache_dir() == cache_dir() / "kernels"
+    assert cache_dir("data") == cache_dir() / "data" and fused.kernel_path("k").parent == cache_dir() / "kernels"
     monkeypatch.setenv("MOESIM_CACHE", str(tmp_path / "m"))
     assert cache_dir() == tmp_path / "m"
     monkeypatch.delenv("MOESIM_CACHE")

@@ -1,4 +1,4 @@
-"""The fused C step (moesim.fused) against the eager reference (moesim.step), and engine selection.
+"""The fused C step (moesim.engines.fused) against the eager reference (moesim.engines.eager), and engine selection.
 
 The fused kernel computes in float32; the reference runs in float64 on the same inputs, so the
 comparisons allow float32 rounding (relative 1e-5 of each tensor's largest entry). Routing is
@@ -12,9 +12,10 @@ import pytest
 import torch
 
 import moesim
-from moesim import fused, preset
+from moesim import preset
+from moesim.engines import fused
 from moesim.model import Params, init_params, router_logits, second_layer
-from moesim.step import moe_step, single_step
+from moesim.engines.eager import moe_step, single_step
 from moesim.training import make_problem
 
 F32, F64 = torch.float32, torch.float64
@@ -167,7 +168,7 @@ def test_fused_forward_passes_equal_eager(semantics, over):
     the routed layer with and without router noise (``routed_outputs``), against the float64 eager
     reference; and ``evaluate`` / ``expert_cluster_accuracy`` give the same answers either way."""
     from moesim.model import expert_outputs_dense, expert_outputs_routed, gate_values
-    from moesim.training import evaluate, expert_cluster_accuracy
+    from moesim.evaluation import evaluate, expert_cluster_accuracy
 
     cfg, prob, a, params, noise = _setup(semantics, **over)
     p32, x32, xs32, a32 = _f32(params), prob.x.float(), prob.x_sum.float(), a.float()

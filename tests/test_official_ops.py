@@ -1,4 +1,4 @@
-"""The ``official-ops`` engine (moesim.official_ops): the official code's operations, bit for bit.
+"""The ``official-ops`` engine (moesim.engines.official_ops): the official code's operations, bit for bit.
 
 The oracle is the official demo notebooks' model written with ``torch.nn`` modules (one
 ``nn.Conv1d`` per expert and one for the router) and their optimizers, as the appendix *The paper

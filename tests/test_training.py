@@ -10,7 +10,8 @@ import torch
 
 import moesim
 from moesim import preset
-from moesim.training import DivergenceError, _stop_rule
+from moesim.stopping import stop_rule as _stop_rule
+from moesim.training import DivergenceError
 
 TINY = dict(n_train=300, n_test=100, n_experts=4, n_filters=6, single_filters=8, dtype="float64", record_every=5)
 
@@ -137,7 +138,8 @@ def test_evaluation_in_chunks_equals_one_pass(model):
     """``evaluate`` works through the samples in memory-sized chunks (its memory does not grow with
     n); the predictions and routed experts do not depend on the chunk size."""
     from moesim.model import second_layer
-    from moesim.training import evaluate, make_problem
+    from moesim.evaluation import evaluate
+    from moesim.training import make_problem
 
     cfg = preset("official-s1-quick", model, n_steps=10, n_steps_single=10, **TINY)
     res = moesim.train(cfg, [0, 1])
@@ -155,12 +157,12 @@ def test_prefetched_router_noise_is_torch_rand(scale):
     """Training draws the next step's noise on a background thread into reused buffers: the same
     numbers, in the same order, as torch.rand on each run's generator (without and with prefetch)."""
     from moesim.model import generator
-    from moesim.training import _Noise
+    from moesim.noise import NoiseStream
 
     cfg = preset("official-s1", noise_scale=scale)
     gens = [generator(s, "router-noise", "cpu") for s in (0, 5)]
-    plain = _Noise(cfg, [0, 5], 300, 8, "cpu", torch.float32, "router-noise")
-    fetched = _Noise(cfg, [0, 5], 300, 8, "cpu", torch.float32, "router-noise", prefetch=True)
+    plain = NoiseStream(cfg, [0, 5], 300, 8, "cpu", torch.float32, "router-noise")
+    fetched = NoiseStream(cfg, [0, 5], 300, 8, "cpu", torch.float32, "router-noise", prefetch=True)
     try:
         for _ in range(4):
             want = torch.stack([torch.rand(300, 8, generator=g) for g in gens]) * scale

@@ -19,7 +19,7 @@ import torch
 
 from ..model import Params, expert_outputs_dense, second_layer
 from ..paper import SINGLE_EXPERT_ERROR_BOUND
-from ..training import evaluate
+from ..evaluation import evaluate
 from . import stats
 from .base import Context, exact_check, per_seed_check, quantity_check, register
 from .swap import (

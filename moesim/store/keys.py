@@ -48,9 +48,12 @@ def config_hash(cfg: Config | dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-#: The files whose code computes a run's numbers (``code_fingerprint``).
-FINGERPRINT_FILES = ("config.py", "data.py", "model.py", "step.py", "fused.py", "fused_step.c", "training.py",
-                     "metrics.py")
+#: The files whose code computes a run's numbers (``code_fingerprint``), relative to the package: every
+#: file of the step engines (``moesim/engines/``, a new engine included), the tables, training and its parts.
+FINGERPRINT_FILES = ("config.py", "data.py", "model.py", "nonlinearities.py",
+                     *sorted(f"engines/{p.name}" for p in (Path(__file__).parent.parent / "engines").iterdir()
+                             if p.suffix in (".py", ".c")),
+                     "training.py", "noise.py", "optim.py", "stopping.py", "recorder.py", "evaluation.py", "metrics.py")
 
 
 def _code_text(path: Path) -> bytes:

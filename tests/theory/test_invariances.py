@@ -329,7 +329,7 @@ def test_counterexamples_are_not_reproducible(setup):
 
 def test_run_trajectory_reproduces_train():
     """With init_params and draw_noises of the same seeds, run_trajectory is train(): the same
-    loss at every step and the same final parameters, bit for bit (both take moesim.step's step)."""
+    loss at every step and the same final parameters, bit for bit (both take the eager engine's step)."""
     from moesim.training import train
 
     cfg = BROKEN.cfg.replace(record_every=1000)

@@ -1,4 +1,4 @@
-/* One full-batch step of Algorithm 1, fused into one pass over the samples (moesim.fused).
+/* One full-batch step of Algorithm 1, fused into one pass over the samples (moesim.engines.fused).
  *
  * For every sample i and run s: router logits h = Theta_s^T x_sum_i, noisy top-1 routing
  * m = argmax(h + r), the gate, the routed expert's output
@@ -6,7 +6,7 @@
  * the margin y * gate * f, the loss and its derivative, and the sample's share of the gradients
  *     dL/dw_mj   += df * a_j * q z^(q-1) x^(p),   dL/dTheta += x_sum (dL/dh)^T.
  * A sample is read once and every run uses it while it is in cache; nothing is gathered, sorted
- * or padded. This is the arithmetic of moesim.step.moe_step / single_step (tested equal to them).
+ * or padded. This is the arithmetic of moesim.engines.eager.moe_step / single_step (tested equal to them).
  *
  * Gradients are accumulated per chunk of samples (chunk boundaries depend on n only, never on
  * the number of threads) and then summed over the chunks in chunk order, so a result does not
@@ -77,6 +77,7 @@ static inline v8 exp8(v8 x) {
 
 #define MAX_EXPERTS 64
 
+/* The integers of cfg.gate and cfg.loss: moesim/engines/fused.py reads these two lines (C_ENUMS). */
 enum { GATE_SOFTMAX = 0, GATE_NOISY_LOGIT = 1, GATE_NOISY_SOFTMAX = 2 };
 enum { LOSS_LOGISTIC = 0, LOSS_DOUBLE_SOFTMAX = 1 };
 

@@ -1,19 +1,25 @@
-"""The fused CPU step: Algorithm 1's loss and gradients in one pass over the samples, in C.
+"""The ``fused`` engine: Algorithm 1's loss and gradients in one pass over the samples, in C (CPU only).
 
-``moesim.step`` computes a step with torch operations: sort the samples by routed expert, gather
+The ``eager`` engine (``moesim.engines.eager``) computes a step with torch operations: sort the samples by routed expert, gather
 them, batched matmuls, a dozen elementwise passes. On a CPU each of those passes goes through
 memory. ``fused_step.c`` (next to this file) does the same arithmetic per sample instead: router
 logits, noisy top-1 routing, gate, the routed expert's output, loss derivative and the sample's
 gradient contributions, while the sample is in cache. It is compiled once per machine with the
 system C compiler (``cc``) into a cache folder and loaded with ``ctypes``; where that is not
-possible, or for a configuration it does not cover, training uses ``moesim.step`` (the eager
-reference), which it is tested equal to.
+possible, or for a configuration it does not cover, ``unavailable`` says why and training uses
+the eager engine, which it is tested equal to.
 
-Covered: CPU, float32, activation ``linear``, ``cubic`` or ``power``, with or without bias, every
+Covered: CPU, float32, the monomial activations sigma(z) = z^q of ``moesim.nonlinearities``
+(``linear``, ``cubic``, ``power``), with or without bias, every
 gate and loss, and single nonlinear models (no router, logistic loss). A linear expert is one
 inner product, f_m = <u_m, sum_p x^(p)> + P <b_m, a> with u_m = sum_j a_j w_mj, computed like the
 router's logits. Gradients are summed per chunk of samples whose boundaries depend on n only, so a
 result does not depend on the thread count.
+
+The kernel's interface is declared once here and checked against the C source: the enum values of
+the gates and losses are read from ``fused_step.c``'s ``enum`` lines (``C_ENUMS``), and each exported
+function's arguments are a list of (name, ctypes type) pairs (``STEP_ARGS``, ``FORWARD_ARGS``) that
+``tests/test_engines.py`` compares with the C prototypes; calls pass the arguments by name.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import re
 import subprocess
 import tempfile
 import weakref
@@ -29,9 +36,11 @@ from pathlib import Path
 
 import torch
 
-from .config import Config, GATES, LOSSES
-from .model import Params, Workspace, is_linear
-from .step import StepOutput
+from .. import outputs
+from ..config import Config
+from ..model import Params, is_linear
+from ..nonlinearities import degree, monomials
+from .base import Engine, StepOutput, Workspace
 
 SOURCE = Path(__file__).with_name("fused_step.c")
 CFLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-pthread", "-fno-math-errno", "-ffp-contract=fast",
@@ -41,19 +50,50 @@ N_CHUNKS = 16
 MAX_EXPERTS = 64  # as in fused_step.c
 _VEC = 16  # filters are padded to a multiple of this (the kernel's register block)
 
+#: C enum constant of each config value the kernel takes as an integer: ``cfg.gate`` and ``cfg.loss``.
+C_NAMES = {"gate": {"softmax": "GATE_SOFTMAX", "noisy_logit": "GATE_NOISY_LOGIT", "noisy_softmax": "GATE_NOISY_SOFTMAX"},
+           "loss": {"logistic": "LOSS_LOGISTIC", "double_softmax_ce": "LOSS_DOUBLE_SOFTMAX"}}
+
+
+def c_enums(source: str | None = None) -> dict[str, int]:
+    """The constants of the ``enum { NAME = value, ... }`` lines of ``fused_step.c``."""
+    text = SOURCE.read_text() if source is None else source
+    return {name: int(value) for body in re.findall(r"enum\s*\{([^}]*)\}", text)
+            for name, value in re.findall(r"(\w+)\s*=\s*(\d+)", body)}
+
+
+C_ENUMS = c_enums()
+
+
+def c_value(field: str, value: str) -> int:
+    """The kernel's integer for ``cfg.<field> = value`` (``C_NAMES`` looked up in ``C_ENUMS``)."""
+    return C_ENUMS[C_NAMES[field][value]]
+
+
+_P, _I = ctypes.c_void_p, ctypes.c_int64
+#: Arguments of ``moesim_fused_step`` in the order of its C prototype (tested against it).
+STEP_ARGS = [(k, _P) for k in ("x", "xs", "y", "noise", "theta", "w", "bias", "a", "margin", "loss", "expert",
+                               "gw", "gb", "gth", "gw_out", "gb_out", "gth_out")] + \
+            [(k, _I) for k in ("n", "P", "d", "Jp", "M", "Mp", "S", "C", "q", "gate", "loss_kind", "router",
+                               "nthreads")]
+#: Arguments of ``moesim_fused_forward`` in the order of its C prototype (tested against it).
+FORWARD_ARGS = [(k, _P) for k in ("x", "xs", "noise", "theta", "w", "bias", "a", "f_out", "gate_out", "expert")] + \
+               [(k, _I) for k in ("n", "P", "d", "Jp", "M", "Mp", "S", "q", "gate", "router", "dense", "nthreads")]
+
+
+def _call(fn, declared: list[tuple[str, type]], **args) -> int:
+    """``fn`` with ``args`` passed in the declared order (every declared argument, no other)."""
+    if set(args) != {k for k, _ in declared}:
+        raise TypeError(f"{fn.__name__}: arguments {sorted(set(args) ^ {k for k, _ in declared})} missing or unknown")
+    return fn(*(args[k] for k, _ in declared))
+
+
 _lib: ctypes.CDLL | None = None
 _lib_error: str | None = None
 
 
 class FusedUnavailable(RuntimeError):
     """The fused kernel cannot run here or for this configuration; the message says why."""
-
-
-def cache_dir() -> Path:
-    """Where compiled kernels live: ``kernels/`` in ``moesim.outputs.cache_dir()``."""
-    from .outputs import cache_dir as root
-
-    return root() / "kernels"
 
 
 def _compiler() -> str:
@@ -71,6 +111,11 @@ def _cpu_id() -> str:
     return "\n".join(keep)
 
 
+def kernel_path(key: str) -> Path:
+    """Where the kernel built with cache key ``key`` lives: ``kernels/`` in ``moesim.outputs.cache_dir()``."""
+    return outputs.cache_dir("kernels") / f"fused_step-{key}.so"
+
+
 def _build() -> Path:
     cc = _compiler()
     try:
@@ -80,7 +125,7 @@ def _build() -> Path:
     source = SOURCE.read_bytes()
     key = hashlib.sha256(source + " ".join([cc, version, platform.machine(), _cpu_id(), *CFLAGS]).encode())
     key = key.hexdigest()[:16]
-    target = cache_dir() / f"fused_step-{key}.so"
+    target = kernel_path(key)
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -105,12 +150,9 @@ def library() -> ctypes.CDLL:
     except (FusedUnavailable, OSError) as e:
         _lib_error = str(e)
         raise FusedUnavailable(_lib_error) from None
-    fn = lib.moesim_fused_step
-    fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.c_void_p] * 17 + [ctypes.c_int64] * 13
-    fn = lib.moesim_fused_forward
-    fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.c_void_p] * 10 + [ctypes.c_int64] * 12
+    for fn, declared in ((lib.moesim_fused_step, STEP_ARGS), (lib.moesim_fused_forward, FORWARD_ARGS)):
+        fn.restype = ctypes.c_int
+        fn.argtypes = [t for _, t in declared]
     _lib = lib
     return lib
 
@@ -121,8 +163,8 @@ def unsupported(cfg: Config, x: torch.Tensor) -> str | None:
         return f"device {x.device} (the fused kernel is CPU only)"
     if x.dtype != torch.float32:
         return f"dtype {x.dtype} (the fused kernel is float32 only)"
-    if cfg.activation not in ("cubic", "power", "linear"):
-        return f"activation={cfg.activation!r} (covered: linear, cubic, power)"
+    if degree(cfg) is None:
+        return f"activation={cfg.activation!r} (covered: {', '.join(monomials())})"
     if is_linear(cfg) and cfg.architecture == "single":
         return "a linear single model (one matrix-vector product per step: the eager step is faster)"
     if cfg.load_balancing > 0:
@@ -210,7 +252,7 @@ class _Prepared:
             self.x = x[:, 0]  # not read
         else:
             self.w, self.bias, self.a, self.Jp = _padded_filters(W, b, a)
-            self.q = 3 if cfg.activation == "cubic" else cfg.power
+            self.q = degree(cfg)
             self.x = patch_minor(x)
 
     def expert_grads(self, gw_out: torch.Tensor, gb_out: torch.Tensor | None, a: torch.Tensor) -> list[torch.Tensor]:
@@ -227,15 +269,15 @@ class _Prepared:
         return grads
 
 
-def _run(cfg: Config, params: Params, x, x_sum, y, noise, a, router: bool, work: Workspace | None) -> StepOutput:
+def _run(cfg: Config, params: Params, x, x_sum, y, noise, a, router: bool, workspace: Workspace | None) -> StepOutput:
     k = _Prepared(cfg, params, x, a, "step")
     S, M, d, Mp, Jp, n = k.S, k.M, k.d, k.Mp, k.Jp, k.n
     C = max(1, min(N_CHUNKS, n))
     wshape, bshape = ((S, d, Mp), (S, Mp)) if k.linear else ((S, M, d, Jp), (S, M, Jp))
-    work = work if isinstance(work, Workspace) else Workspace()
-    gw = work.get("gw", (C, *wshape), x)
-    gb = work.get("gb", (C, *bshape), x) if k.b is not None else None
-    gth = work.get("gth", (C, S, d, Mp), x) if router else None
+    workspace = workspace if isinstance(workspace, Workspace) else Workspace()
+    gw = workspace.get("gw", (C, *wshape), x)
+    gb = workspace.get("gb", (C, *bshape), x) if k.b is not None else None
+    gth = workspace.get("gth", (C, S, d, Mp), x) if router else None
     gw_out = x.new_empty(wshape)
     gb_out = x.new_empty(bshape) if k.b is not None else None
     gth_out = x.new_empty(S, d, Mp) if router else None
@@ -244,11 +286,13 @@ def _run(cfg: Config, params: Params, x, x_sum, y, noise, a, router: bool, work:
     x_sum = None if x_sum is None else x_sum.contiguous()  # read by the router and by linear experts
     y = y.contiguous()
     noise = noise.contiguous() if router and noise is not None else None  # NULL: no noise
-    status = k.lib.moesim_fused_step(
-        _ptr(k.x), _ptr(x_sum), _ptr(y), _ptr(noise), _ptr(k.theta), _ptr(k.w), _ptr(k.bias), _ptr(k.a),
-        _ptr(margin), _ptr(loss), _ptr(expert), _ptr(gw), _ptr(gb), _ptr(gth), _ptr(gw_out), _ptr(gb_out),
-        _ptr(gth_out), n, k.P, d, Jp, M, Mp, S, C, k.q, GATES.index(cfg.gate) if router else 0,
-        LOSSES.index(cfg.loss) if router else 0, int(router), torch.get_num_threads())
+    status = _call(
+        k.lib.moesim_fused_step, STEP_ARGS, x=_ptr(k.x), xs=_ptr(x_sum), y=_ptr(y), noise=_ptr(noise),
+        theta=_ptr(k.theta), w=_ptr(k.w), bias=_ptr(k.bias), a=_ptr(k.a), margin=_ptr(margin), loss=_ptr(loss),
+        expert=_ptr(expert), gw=_ptr(gw), gb=_ptr(gb), gth=_ptr(gth), gw_out=_ptr(gw_out), gb_out=_ptr(gb_out),
+        gth_out=_ptr(gth_out), n=n, P=k.P, d=d, Jp=Jp, M=M, Mp=Mp, S=S, C=C, q=k.q,
+        gate=c_value("gate", cfg.gate) if router else 0, loss_kind=c_value("loss", cfg.loss) if router else 0,
+        router=int(router), nthreads=torch.get_num_threads())
     if status != 0:
         raise MemoryError("the fused step could not allocate its per-thread scratch memory")
     grads = k.expert_grads(gw_out, gb_out, a)
@@ -264,10 +308,12 @@ def _forward(cfg: Config, params: Params, x, x_sum, noise, a, router: bool, dens
     expert = None if dense else torch.empty(S, n, dtype=torch.long)
     x_sum = None if x_sum is None else x_sum.contiguous()
     noise = None if noise is None else noise.contiguous()
-    status = k.lib.moesim_fused_forward(
-        _ptr(k.x), _ptr(x_sum), _ptr(noise), _ptr(k.theta), _ptr(k.w), _ptr(k.bias), _ptr(k.a), _ptr(f),
-        _ptr(gate), _ptr(expert), n, k.P, k.d, k.Jp, M, k.Mp, S, k.q, GATES.index(cfg.gate), int(router),
-        int(dense), torch.get_num_threads())
+    status = _call(
+        k.lib.moesim_fused_forward, FORWARD_ARGS, x=_ptr(k.x), xs=_ptr(x_sum), noise=_ptr(noise),
+        theta=_ptr(k.theta), w=_ptr(k.w), bias=_ptr(k.bias), a=_ptr(k.a), f_out=_ptr(f), gate_out=_ptr(gate),
+        expert=_ptr(expert), n=n, P=k.P, d=k.d, Jp=k.Jp, M=M, Mp=k.Mp, S=S, q=k.q,
+        gate=c_value("gate", cfg.gate) if router else 0, router=int(router), dense=int(dense),
+        nthreads=torch.get_num_threads())
     if status != 0:
         raise MemoryError("the fused forward pass could not allocate its per-thread scratch memory")
     return f, gate, expert
@@ -287,16 +333,53 @@ def expert_outputs(cfg: Config, params: Params, x: torch.Tensor, a: torch.Tensor
 
 
 def moe_step(cfg: Config, params: Params, x: torch.Tensor, x_sum: torch.Tensor, y: torch.Tensor,
-             noise: torch.Tensor, a: torch.Tensor, buffer: Workspace | None = None) -> StepOutput:
-    """``moesim.step.moe_step`` (Algorithm 1's loss and gradients, S runs) by the fused kernel.
+             noise: torch.Tensor, a: torch.Tensor, workspace: Workspace | None = None) -> StepOutput:
+    """``moesim.engines.eager.moe_step`` (Algorithm 1's loss and gradients, S runs) by the fused kernel.
 
     Args:
-        buffer: a ``Workspace`` to reuse from step to step (anything else: a fresh one).
+        workspace: a ``Workspace`` to reuse from step to step (anything else: a fresh one).
     """
-    return _run(cfg, params, x, x_sum, y, noise, a, router=True, work=buffer)
+    return _run(cfg, params, x, x_sum, y, noise, a, router=True, workspace=workspace)
 
 
 def single_step(cfg: Config, params: Params, x: torch.Tensor, y: torch.Tensor, a: torch.Tensor,
-                buffer: Workspace | None = None) -> StepOutput:
-    """``moesim.step.single_step`` (single CNNs, logistic loss) by the fused kernel."""
-    return _run(cfg, params, x, None, y, None, a, router=False, work=buffer)
+                workspace: Workspace | None = None) -> StepOutput:
+    """``moesim.engines.eager.single_step`` (single CNNs, logistic loss) by the fused kernel."""
+    return _run(cfg, params, x, None, y, None, a, router=False, workspace=workspace)
+
+
+class FusedEngine(Engine):
+    """The C kernel: CPU, float32, monomial activations (``unsupported``), a C compiler (``library``).
+
+    Its forward passes fall back to the torch reference where the kernel cannot run (so
+    ``evaluate(engine="fused")`` works anywhere); its steps raise ``FusedUnavailable`` there.
+    """
+
+    name = "fused"
+
+    unavailable = staticmethod(available)
+    refusal_format = "engine='fused' cannot run here: {reason}; use engine='eager' or 'auto'"
+
+    def step_bytes_per_sample(self, cfg: Config) -> int:
+        return 0  # a sample's activations stay in registers
+
+    moe_step = staticmethod(moe_step)
+    single_step = staticmethod(single_step)
+
+    def routed_outputs(self, cfg, params, x, x_sum, noise, a):
+        if available(cfg, x) is not None:
+            return super().routed_outputs(cfg, params, x, x_sum, noise, a)
+        return routed_outputs(cfg, params, x, x_sum, noise, a)
+
+    def expert_outputs(self, cfg, params, x, a):
+        if available(cfg, x) is not None:
+            return super().expert_outputs(cfg, params, x, a)
+        return expert_outputs(cfg, params, x, a)
+
+    def chunk_rows(self, cfg, x, values_per_row, chunk_elements):
+        if available(cfg, x) is not None:
+            return super().chunk_rows(cfg, x, values_per_row, chunk_elements)
+        return max(1, x.shape[0])  # one pass: the kernel keeps no large temporaries
+
+
+ENGINE = FusedEngine()

@@ -1,11 +1,11 @@
-"""Loss and gradients of one full-batch step, by hand (the fast path of ``moesim.training``).
+"""The ``eager`` engine: loss and gradients of one full-batch step by hand, in torch operations (any device).
 
-This computes exactly what ``torch.autograd`` computes for ``moesim.training.forward_train`` (tested
+This computes exactly what ``torch.autograd`` computes for ``moesim.engines.autograd.forward_train`` (tested
 equal to it, and to the dense reference of ``moesim.model``), without autograd's bookkeeping:
 each (run, sample) goes through its routed expert only, the expert kernel keeps one
 (rows x J) temporary, and the gradients come from closed forms:
 
-* loss: l(margin), margin = y * gate * f, with l' of the logistic or double-softmax loss;
+* loss: l(margin), margin = y * gate * f, with l' from the table of ``moesim.nonlinearities``;
 * experts: dL/dw_mj = sum_{i -> m} dL/df_i * a_j * sum_p sigma'(<w_mj, x_i^(p)> + b_mj) x_i^(p);
 * router: dL/dh from the gate (softmax: pi_e (delta_em - pi_m); noisy logit: delta_em), then
   dL/dTheta = sum_i x_sum_i (dL/dh_i)^T.
@@ -13,57 +13,16 @@ each (run, sample) goes through its routed expert only, the expert kernel keeps 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
-from .config import Config
-from .model import Params, Workspace, is_linear, router_logits, routing_layout
+from ..config import Config
+from ..model import Params, is_linear, route, routing_layout
+from ..nonlinearities import loss_and_derivative, sigma_and_derivative
+from .base import Engine, StepOutput, Workspace
 
 
-@dataclass
-class StepOutput:
-    loss: torch.Tensor  # (S,) mean loss of each run
-    margin: torch.Tensor  # (S, n) y * gate * f
-    expert: torch.Tensor  # (S, n) routed expert
-    grads: list[torch.Tensor]  # gradients, in the order of Params.tensors()
-
-
-def activation_and_derivative(cfg: Config, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """sigma(z), and sigma'(z) as ``ds * scale``: for sigma(z) = z^q, ``ds = z^(q-1)`` and
-    ``scale = q`` (a caller can fold q into a smaller factor); otherwise ``scale = 1``."""
-    name = cfg.activation
-    q = 3 if name == "cubic" else (cfg.power if name == "power" else None)
-    if name == "linear" or q == 1:
-        return z, torch.ones_like(z), 1.0
-    if q is not None:
-        zq1 = z * z if q == 3 else z ** (q - 1)
-        return zq1 * z, zq1, float(q)
-    if name == "relu":
-        return torch.relu(z), (z > 0).to(z.dtype), 1.0
-    if name == "tanh":
-        t = torch.tanh(z)
-        return t, 1 - t * t, 1.0
-    if name == "gelu":
-        cdf = 0.5 * (1 + torch.erf(z * 0.5**0.5))
-        pdf = torch.exp(-0.5 * z * z) * (2 * torch.pi) ** -0.5
-        return z * cdf, cdf + z * pdf, 1.0
-    if name == "celu":
-        return F.celu(z), torch.where(z > 0, torch.ones_like(z), torch.exp(torch.clamp(z, max=0))), 1.0
-    raise ValueError(f"activation={name!r} has no derivative here")
-
-
-def loss_and_derivative(cfg: Config, margin: torch.Tensor, single: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """l(margin) and l'(margin): logistic (paper, and the single models' CE on two logits) or the
-    official MoE's double softmax, l = softplus(-tanh(margin/2))."""
-    if single or cfg.loss == "logistic":
-        return F.softplus(-margin), -torch.sigmoid(-margin)
-    t = torch.tanh(margin / 2)
-    return F.softplus(-t), -torch.sigmoid(-t) * (1 - t * t) / 2
-
-
-def _routed_experts(cfg: Config, W, b, a, x, y, gate, lay, buffer: Workspace | None, tile_elements: int = 2**18):
+def _routed_experts(cfg: Config, W, b, a, x, y, gate, lay, workspace: Workspace | None, tile_elements: int = 2**18):
     """f of each (run, sample) through its routed expert, and the experts' loss gradients.
 
     Rows of the expert-sorted buffer (``routing_layout``) are processed in tiles of whole blocks
@@ -91,12 +50,12 @@ def _routed_experts(cfg: Config, W, b, a, x, y, gate, lay, buffer: Workspace | N
     for b0 in range(0, lay.n_blocks, tile_blocks):
         b1 = min(b0 + tile_blocks, lay.n_blocks)
         r0, r1 = b0 * B, b1 * B
-        out = buffer.get("rows", (tile_blocks * B, P * d), x)[: r1 - r0] if buffer is not None else None
+        out = workspace.get("rows", (tile_blocks * B, P * d), x)[: r1 - r0] if workspace is not None else None
         rows = torch.index_select(flat, 0, lay.source[r0:r1], out=out).view(b1 - b0, B * P, d)
         z = torch.bmm(rows, Wg[b0:b1].transpose(1, 2))
         if bg is not None:
             z += bg[b0:b1, None, :]
-        s, ds, scale = activation_and_derivative(cfg, z)
+        s, ds, scale = sigma_and_derivative(cfg, z)
         if scale != 1.0:
             ds.mul_(scale)
         del z
@@ -117,24 +76,13 @@ def _routed_experts(cfg: Config, W, b, a, x, y, gate, lay, buffer: Workspace | N
 
 
 def moe_step(cfg: Config, params: Params, x: torch.Tensor, x_sum: torch.Tensor, y: torch.Tensor,
-             noise: torch.Tensor, a: torch.Tensor, buffer: Workspace | None = None) -> StepOutput:
+             noise: torch.Tensor, a: torch.Tensor, workspace: Workspace | None = None) -> StepOutput:
     """Loss of Algorithm 1 and its gradients for S runs (no load-balancing term)."""
-    W, b, theta = params.W, params.b, params.theta
+    W, b = params.W, params.b
     S, M, J, d = W.shape
     n, P, _ = x.shape
-    h = router_logits(params, x_sum)  # (S, n, M)
-    noisy = h + noise
-    expert = noisy.argmax(-1)
+    h, _, expert, gate, probs = route(cfg, params, x_sum, noise)  # (S, n, M), (S, n), (S, n)
     idx = expert[..., None]
-    if cfg.gate == "unit":
-        gate = torch.ones(S, n, dtype=x.dtype, device=x.device)
-        probs = None
-    elif cfg.gate == "noisy_logit":
-        gate = torch.gather(noisy, 2, idx)[..., 0]
-        probs = None
-    else:
-        probs = torch.softmax(h if cfg.gate == "softmax" else noisy, -1)
-        gate = torch.gather(probs, 2, idx)[..., 0]
 
     flat_e = (expert + M * torch.arange(S, device=x.device)[:, None]).reshape(-1)  # (S*n,) run-expert
     if is_linear(cfg):
@@ -144,7 +92,7 @@ def moe_step(cfg: Config, params: Params, x: torch.Tensor, x_sum: torch.Tensor, 
         if b is not None:
             f = f + P * torch.gather(b @ a, 1, expert)
     else:
-        f, gW, gb = _routed_experts(cfg, W, b, a, x, y, gate, routing_layout(expert, M), buffer)
+        f, gW, gb = _routed_experts(cfg, W, b, a, x, y, gate, routing_layout(expert, M), workspace)
     margin = y * gate * f
     loss_i, dl = loss_and_derivative(cfg, margin, single=False)
     dm = dl / n  # dL/dmargin, (S, n)
@@ -174,7 +122,7 @@ def moe_step(cfg: Config, params: Params, x: torch.Tensor, x_sum: torch.Tensor, 
 
 
 def single_step(cfg: Config, params: Params, x: torch.Tensor, y: torch.Tensor, a: torch.Tensor,
-                buffer: Workspace | None = None, tile_elements: int = 2**19) -> StepOutput:
+                workspace: Workspace | None = None, tile_elements: int = 2**19) -> StepOutput:
     """Logistic loss of single CNNs F(x) = sum_j a_j sum_p sigma(<w_j, x^(p)> + b_j) and its gradients.
 
     The loss is a mean of per-sample terms, so the batch is processed in tiles of samples whose
@@ -183,7 +131,7 @@ def single_step(cfg: Config, params: Params, x: torch.Tensor, y: torch.Tensor, a
     The bias rides in the GEMMs as an extra input coordinate fixed at 1 (so its gradient is the
     last column of the weight gradient), and for sigma(z) = z^q the factor q of sigma' is folded
     into the per-sample coefficient: two fewer passes over the (samples x P x runs x J) tile.
-    ``buffer`` is not used (accepted so that both engines' steps share one signature).
+    ``workspace`` is not used (accepted so that every engine's step shares one signature).
     """
     W, b = params.W[:, 0], (params.b[:, 0] if params.b is not None else None)  # (S, J, d), (S, J)
     S, J, d = W.shape
@@ -201,7 +149,7 @@ def single_step(cfg: Config, params: Params, x: torch.Tensor, y: torch.Tensor, a
             xt = F.pad(xt, (0, 1), value=1.0)  # (m*P, d+1): the bias coordinate
         m = xt.shape[0] // P
         z = (xt @ Wt).view(m, P, S, J)
-        s, ds, scale = activation_and_derivative(cfg, z)  # sigma' = scale * ds; scale goes into the coefficient
+        s, ds, scale = sigma_and_derivative(cfg, z)  # sigma' = scale * ds; scale goes into the coefficient
         del z
         yt = y[i:i + tile]
         margin = yt * (s @ a).sum(1).T  # (S, m)
@@ -235,3 +183,18 @@ def _single_linear_step(cfg: Config, params: Params, x_sum: torch.Tensor, y: tor
     gb = (n_patches * df.sum(1)[:, None] * a).view(S, 1, J) if b is not None else None
     grads = [gW] + ([gb] if gb is not None else []) + [torch.zeros_like(params.theta)]
     return StepOutput(loss_i.mean(1), margin, torch.zeros_like(margin, dtype=torch.long), grads)
+
+
+class EagerEngine(Engine):
+    """Hand-written gradients in torch operations: any device, dtype, activation, gate and loss."""
+
+    name = "eager"
+
+    def step_bytes_per_sample(self, cfg: Config) -> int:
+        return 2 * cfg.n_patches * cfg.filters  # pre-activations and their derivative
+
+    moe_step = staticmethod(moe_step)
+    single_step = staticmethod(single_step)
+
+
+ENGINE = EagerEngine()

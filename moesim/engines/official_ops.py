@@ -1,4 +1,4 @@
-"""The official code's operation order, for bit-level replay (``train(engine="official-ops")``); slow.
+"""The ``official-ops`` engine: the official code's operation order, for bit-level replay; slow.
 
 The MoE layer of the official demo notebooks (see the appendix *The paper and its official code*)
 is the same function as moesim's other engines compute (Algorithm 1 with the code's switches:
@@ -28,17 +28,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .config import Config
-from .model import Params
-from .step import StepOutput
+from ..config import Config
+from ..model import Params
+from .base import Engine, StepOutput
 
 #: The config fields this engine implements, with the only values it implements (the official code's).
 REQUIRED = dict(architecture="moe", output_heads="two", expert_bias=True, loss="double_softmax_ce",
                 gate="noisy_logit", normalization="sum_of_norms", load_balancing=0, test_noise=True)
 
 
-def unavailable(cfg: Config) -> str | None:
-    """Why this engine cannot train ``cfg`` (None if it can)."""
+def unavailable(cfg: Config, x: torch.Tensor | None = None) -> str | None:
+    """Why this engine cannot train ``cfg`` (None if it can); ``x`` is not read."""
     bad = [f"{k}={getattr(cfg, k)!r} (needs {v!r})" for k, v in REQUIRED.items() if getattr(cfg, k) != v]
     if cfg.activation not in ("linear", "cubic"):
         bad.append(f"activation={cfg.activation!r} (needs 'linear' or 'cubic')")
@@ -78,7 +78,7 @@ def _leaves(params: Params, s: int):
 
 
 def moe_step(cfg: Config, params: Params, x: torch.Tensor, x_sum: torch.Tensor, y: torch.Tensor,
-             noise: torch.Tensor, a: torch.Tensor, buffer=None) -> StepOutput:
+             noise: torch.Tensor, a: torch.Tensor, workspace=None) -> StepOutput:
     """Loss and raw gradients of S runs, each computed as the official model computes it."""
     S, M, J, d = params.W.shape
     labels = (y > 0).long()
@@ -100,7 +100,7 @@ def moe_step(cfg: Config, params: Params, x: torch.Tensor, x_sum: torch.Tensor, 
 
 
 @torch.no_grad()
-def apply_update(cfg: Config, params: Params, tensors, grads, active: torch.Tensor, adam=None) -> None:
+def apply_update(cfg: Config, params: Params, grads, active: torch.Tensor, adam=None) -> None:
     """The official optimizers' step for the active runs: NormalizedGD on every expert, SGD on the router."""
     gW, gb, g_theta = grads
     S, M = gW.shape[:2]
@@ -131,3 +131,22 @@ def evaluate(cfg: Config, params: Params, x: torch.Tensor, y: torch.Tensor, nois
         correct.append(torch.max(F.softmax(output, dim=1), 1).indices == labels)
         experts.append(index)
     return torch.stack(correct), torch.stack(experts)
+
+
+class OfficialOpsEngine(Engine):
+    """The official MoE's operations and optimizers, run by run (``REQUIRED`` configs only)."""
+
+    name = "official-ops"
+    load_balancing = "autograd"
+
+    unavailable = staticmethod(unavailable)
+    refusal_format = "engine='official-ops' cannot train this config: {reason}"
+
+    moe_step = staticmethod(moe_step)
+    update = staticmethod(apply_update)
+
+    def evaluate(self, cfg, params, x, x_sum, y, noise, a, chunk_elements: int = 2**23):
+        return evaluate(cfg, params, x, y, noise)
+
+
+ENGINE = OfficialOpsEngine()

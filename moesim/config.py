@@ -21,10 +21,14 @@ import re
 import typing
 from dataclasses import dataclass
 
-ACTIVATIONS = ("linear", "cubic", "power", "relu", "tanh", "gelu", "celu")
+from .nonlinearities import ACTIVATIONS as _ACTIVATION_TABLE, LOSSES as _LOSS_TABLE  # torch tables, no moesim import
+
+#: The activations and losses: the names of the tables of ``moesim.nonlinearities`` (one entry each;
+#: validation reads the tables themselves, so a new entry is a new allowed value).
+ACTIVATIONS = tuple(_ACTIVATION_TABLE)
 ARCHITECTURES = ("moe", "single")
 OUTPUT_HEADS = ("single", "two")
-LOSSES = ("logistic", "double_softmax_ce")
+LOSSES = tuple(_LOSS_TABLE)
 GATES = ("softmax", "noisy_logit", "noisy_softmax", "unit")
 INITS = ("gaussian", "uniform")
 NORMALIZATIONS = ("frobenius", "sum_of_norms", "per_tensor", "none")
@@ -165,9 +169,9 @@ class Config:
         """
         _check_types(self)
         _choice("architecture", self.architecture, ARCHITECTURES)
-        _choice("activation", self.activation, ACTIVATIONS)
+        _choice("activation", self.activation, tuple(_ACTIVATION_TABLE))
         _choice("output_heads", self.output_heads, OUTPUT_HEADS)
-        _choice("loss", self.loss, LOSSES)
+        _choice("loss", self.loss, tuple(_LOSS_TABLE))
         _choice("gate", self.gate, GATES)
         _choice("init", self.init, INITS)
         _choice("normalization", self.normalization, NORMALIZATIONS)

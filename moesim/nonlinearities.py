@@ -5,9 +5,11 @@ Every engine reads these tables: the model's forward pass (``moesim.model.activa
 (``sigma_and_derivative``, ``loss_and_derivative``) and the fused C kernel, which covers the
 monomials sigma(z) = z^q only (``degree``; any other entry is reported unavailable there).
 
-Adding an activation is one entry of ``ACTIVATIONS`` (sigma and ``(sigma, sigma')``) plus its name in
-``moesim.config.ACTIVATIONS`` (a test checks the two agree) and its test; a loss, one entry of
-``LOSSES``.
+Adding an activation is one entry of ``ACTIVATIONS`` (sigma and ``(sigma, sigma')``) plus its test:
+``moesim.config`` takes the allowed names from these tables, the engines that cannot compute an entry
+(fused: monomials only) report it unavailable, and ``engine="auto"`` then trains with the eager step
+(``tests/test_engines.py::test_a_new_activation_is_one_table_entry``). A loss is one entry of
+``LOSSES`` in the same way (the fused kernel runs only the losses named in its ``C_NAMES``).
 """
 
 from __future__ import annotations

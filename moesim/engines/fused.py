@@ -165,6 +165,8 @@ def unsupported(cfg: Config, x: torch.Tensor) -> str | None:
         return f"dtype {x.dtype} (the fused kernel is float32 only)"
     if degree(cfg) is None:
         return f"activation={cfg.activation!r} (covered: {', '.join(monomials())})"
+    if cfg.architecture == "moe" and cfg.loss not in C_NAMES["loss"]:
+        return f"loss={cfg.loss!r} (covered: {', '.join(C_NAMES['loss'])})"
     if is_linear(cfg) and cfg.architecture == "single":
         return "a linear single model (one matrix-vector product per step: the eager step is faster)"
     if cfg.load_balancing > 0:

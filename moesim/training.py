@@ -22,7 +22,7 @@ import torch
 
 from . import data as data_mod
 from . import engines
-from .config import ENGINES, Config, default_lr_single
+from .config import Config, default_lr_single
 from .engines.base import Workspace
 from .model import Params, init_params, second_layer
 from .noise import SeedNoise
@@ -267,8 +267,9 @@ def _checked(cfg: Config, seeds: list[int] | int, engine: str, check_memory: boo
     """``train``'s arguments checked (config, device, engine name, memory, seeds); the seeds as a list."""
     cfg.validate()
     check_device(cfg.device)
-    if engine not in ENGINES:
-        raise ValueError(f"engine={engine!r} is not allowed; choose one of {', '.join(ENGINES)}")
+    # the registry itself (config.ENGINES lists the same names), so a registered engine is accepted
+    if not isinstance(engine, str) or (engine != "auto" and engine not in engines.MODULES):
+        raise ValueError(f"engine={engine!r} is not allowed; choose one of {', '.join(('auto', *engines.MODULES))}")
     if check_memory:
         from . import memory
 

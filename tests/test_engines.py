@@ -136,3 +136,33 @@ def test_a_loss_the_fused_kernel_lacks_is_reported_unavailable(monkeypatch):
     monkeypatch.setitem(nonlinearities.LOSSES, "hinge_sq", nonlinearities.LOSSES["logistic"])
     cfg = preset("paper-s1-quick", "moe-nonlinear", loss="hinge_sq")
     assert fused.unsupported(cfg, torch.zeros(1, 1, 1)) == "loss='hinge_sq' (covered: logistic, double_softmax_ce)"
+
+
+def test_a_new_engine_is_one_module_and_its_registration(monkeypatch):
+    """The issue's promise: an engine is one module with an ``ENGINE`` plus one line in
+    ``engines.MODULES``. A toy engine (the eager step, counting its calls) registered that way is
+    accepted by ``train``, chosen once, used for every step, and gives the eager numbers."""
+    import sys
+    import types
+
+    from moesim.engines.eager import EagerEngine
+
+    class Toy(EagerEngine):
+        name = "toy"
+        steps = 0
+
+        def step(self, *args, **kwargs):
+            Toy.steps += 1
+            return super().step(*args, **kwargs)
+
+    module = types.ModuleType("moesim.engines.toy")
+    module.ENGINE = Toy()
+    monkeypatch.setitem(sys.modules, "moesim.engines.toy", module)
+    monkeypatch.setitem(engines.MODULES, "toy", "toy")
+    cfg = preset("official-s1-quick", "moe-nonlinear", n_train=200, n_test=200, n_steps=6)
+    toy = moesim.train(cfg, [0, 1], engine="toy")
+    eager = moesim.train(cfg, [0, 1], engine="eager")
+    assert toy.info["engine"] == "toy" and Toy.steps == 6
+    for key in ("loss", "dispatch_counts"):
+        np.testing.assert_array_equal(toy.history[key], eager.history[key])
+    np.testing.assert_array_equal(toy.params.W.numpy(), eager.params.W.numpy())

@@ -90,7 +90,7 @@ def add_preset_argument(p: argparse.ArgumentParser, default: str | None = "offic
     default_text = default_text or "%(default)s"
     p.add_argument("--preset", default=default,
                    help="{paper|official}-{s1|s2|s3|s4|verify}[-quick] or theory-d<d> "
-                        f"(default {default_text}; 'moesim run --help' lists them)")
+                        f"(default: {default_text}; 'moesim run --help' lists them)")
 
 
 def add_model_argument(p: argparse.ArgumentParser) -> None:

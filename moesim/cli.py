@@ -27,19 +27,19 @@ from .commands import SUBCOMMANDS
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    """The parser of ``moesim``; of the subcommands only the one ``argv`` names (default
-    ``sys.argv[1:]``) is configured, every one for ``moesim --help`` or no subcommand."""
+    """The parser of ``moesim``; of the subcommands only the one ``argv`` (default ``sys.argv[1:]``)
+    names is configured (its module imported): ``moesim --help`` lists them without importing any."""
     from . import __version__
 
     argv = sys.argv[1:] if argv is None else argv
-    chosen = argv[0] if argv and argv[0] not in ("-h", "--help") else None
+    chosen = argv[0] if argv else None
     parser = argparse.ArgumentParser(prog="moesim", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"moesim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
         sp.set_defaults(_module=module)
-        if chosen is not None and chosen != name:
+        if name != chosen:
             continue  # only the chosen subcommand's module is imported
         try:
             importlib.import_module(module).configure_parser(sp)

@@ -19,7 +19,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="moesim's step engine (default official-ops: the official code's operations in its "
                         "order, bit-level replay, about 3 minutes a run; auto: the fused kernel, seconds a run, "
                         "edge samples can round the other way)")
-    add_threads_argument(p, default=1, default_text="1: the exact replays were measured with one thread; "
+    add_threads_argument(p, default=1, default_text="1, the threads the exact replays were measured with; "
                                                     "more threads can change float32 summation order")
 
 

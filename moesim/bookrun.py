@@ -1,4 +1,4 @@
-"""Re-execute a chapter of the book with other parameters (``moesim book``).
+"""Re-execute a chapter of the book with other parameters (``moesim book``, ``moesim.commands.book``).
 
 Every experiment chapter of the book (``book/*.md``, MyST notebooks listed in ``_toc.yml``) has one
 code cell tagged ``parameters``; its assignments are the chapter's parameters and their defaults::
@@ -11,36 +11,27 @@ The chapter is read with jupytext and executed with papermill (which inserts the
 the ``parameters`` cell), in the chapter's folder, so it computes everything again: every number and
 figure of the page comes from the new run; a line per code cell on stderr shows the progress, and
 the glued values are written into the notebook's prose (``resolve_glue``).
-``--html`` then renders that executed notebook (without executing it again) with the book's own
-configuration (numbering, theorems, citations, glued values filled in) and keeps only that page and
+``--html`` then renders that executed notebook (``moesim.bookhtml``; without executing it again) with the
+book's own configuration (numbering, theorems, citations, glued values filled in) and keeps only that page and
 the files it uses (a few MB, math typeset offline): links to the other chapters point to the
-published book (``PUBLISHED``).
+published book (``moesim.bookhtml.PUBLISHED``).
 
-papermill, jupytext and jupyter-book come with the ``[book]`` extra and are imported only here.
+papermill, jupytext and jupyter-book come with the ``[book]`` extra and are imported only here
+(and in ``moesim.bookhtml``).
 """
 
 from __future__ import annotations
 
-import argparse
 import ast
-import functools
-import importlib.util
-import json
 import re
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from .cli import UsageError
+from .arguments import UsageError
 
 PARAMETERS_TAG = "parameters"
-#: The published book: ``--html`` pages link to its other chapters.
-PUBLISHED = "https://moesim.github.io/moesim/"
-#: The one-line instruction when the ``[book]`` extra is missing.
-INSTALL_HINT = 'pip install "moesim[book]" (in a clone: pip install -e ".[book]")'
 
 
 # --- where the book is ---------------------------------------------------------------------
@@ -302,104 +293,6 @@ def resolve_glue(notebook: Path) -> int:
     return count
 
 
-def render_html(notebook: Path, root: Path, out_dir: Path, chapter: Path | None = None) -> Path:
-    """Render an executed chapter as one HTML page with the book's configuration; execute nothing.
-
-    The page is built with jupyter-book in a temporary copy of the book's sources in which the
-    chapter's MyST file is replaced by the executed notebook (so numbering, theorems, citations,
-    cross-references and glued values are the book's own); no chapter is executed. Only the page
-    and the files it uses are kept, in ``out_dir``: ``<chapter>.html`` (its links to the other
-    chapters rewritten to the published book), ``_static/`` (with the parts of the offline MathJax
-    the page loads, ``MATHJAX_PARTS``) and ``_images/``. Returns the page's path.
-    """
-    import tempfile
-
-    import yaml
-
-    chapter = (chapter or notebook).resolve()
-    rel = chapter.relative_to(root).with_suffix("") if chapter.is_relative_to(root) else Path(notebook.stem)
-    with tempfile.TemporaryDirectory(prefix="moesim-book-") as tmp:
-        src = Path(tmp) / "src"
-        src.mkdir()
-        config = yaml.safe_load((root / "_config.yml").read_text())
-        config["execute"] = dict(config.get("execute", {}), execute_notebooks="off")
-        sphinx_cfg = config.get("sphinx", {})
-        if sphinx_cfg.get("local_extensions"):  # the book's own Sphinx extensions, from the checkout
-            sphinx_cfg["local_extensions"] = {name: str(root / path)
-                                              for name, path in sphinx_cfg["local_extensions"].items()}
-        (src / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-        shutil.copy(root / "_toc.yml", src / "_toc.yml")
-        for bib in config.get("bibtex_bibfiles", []):
-            (src / bib).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(root / bib, src / bib)
-        for doc in toc_files(root):
-            source = root / f"{doc}.md"
-            if Path(doc) == rel or not source.is_file():
-                continue
-            (src / doc).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(source, src / f"{doc}.md")
-        (src / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(notebook, src / f"{rel}.ipynb")
-        exe = Path(sys.executable).parent / "jupyter-book"
-        cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(src), "--path-output", tmp]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        html = Path(tmp) / "_build" / "html"
-        page = html / f"{rel}.html"
-        if done.returncode != 0 or not page.is_file():
-            sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
-            raise RuntimeError(f"rendering {notebook} failed (jupyter-book exit code {done.returncode})")
-        text = published_links(page.read_text(encoding="utf-8"), rel)
-        depth = len(rel.parts) - 1  # the page sits at the top of out_dir: "../_static" becomes "_static"
-        text = text.replace(f'"{"../" * depth}_sources/{rel.as_posix()}.ipynb"', f'"{notebook.name}"')
-        for folder in ("_static", "_images", "_sphinx_design_static"):
-            text = text.replace(f'"{"../" * depth}{folder}/', f'"{folder}/')
-            if (html / folder).is_dir() and f'"{folder}/' in text:
-                used = set(re.findall(r'"_images/([^"#?]+)"', text)) if folder == "_images" else None
-                shutil.copytree(html / folder, out_dir / folder, dirs_exist_ok=True,
-                                ignore=functools.partial(_unused, used=used))
-        mathjax = html / "_static" / "mathjax"
-        if mathjax.is_dir():  # the offline MathJax: only what the page loads (tex-chtml, its fonts, TeX extensions)
-            for part in MATHJAX_PARTS:
-                if (mathjax / part).is_dir():
-                    shutil.copytree(mathjax / part, out_dir / "_static" / "mathjax" / part, dirs_exist_ok=True)
-                elif (mathjax / part).is_file():
-                    (out_dir / "_static" / "mathjax").mkdir(parents=True, exist_ok=True)
-                    shutil.copy(mathjax / part, out_dir / "_static" / "mathjax" / part)
-        target = out_dir / f"{rel.name}.html"
-        target.write_text(text, encoding="utf-8")
-    return target
-
-
-#: The files of the offline MathJax copy (sphinx-mathjax-offline, 24 MB in all) that a page uses.
-MATHJAX_PARTS = ("tex-chtml.js", "output/chtml/fonts/woff-v2", "input/tex/extensions")
-
-
-def _unused(folder: str, names: list[str], used: set[str] | None) -> list[str]:
-    """Files a single page does not need: source maps, translations, the full MathJax (its needed
-    parts are copied separately) and images it does not show."""
-    return [n for n in names if n.endswith(".map") or n in ("locales", "mathjax")
-            or (used is not None and n not in used)]
-
-
-def published_links(text: str, rel: Path) -> str:
-    """Point the page's links to other pages of the book at the published book (``PUBLISHED``)."""
-    import posixpath
-
-    here = posixpath.dirname(rel.as_posix())
-
-    def fix(match: re.Match) -> str:
-        attr, href = match.group(1), match.group(2)
-        path, _, anchor = href.partition("#")
-        if not path.endswith(".html") or "://" in path or path.startswith(("/", "mailto:")):
-            return match.group(0)
-        target = posixpath.normpath(posixpath.join(here, path))
-        if target == rel.as_posix() + ".html":
-            return f'{attr}="#{anchor}"' if anchor else f'{attr}="#"'
-        return f'{attr}="{PUBLISHED}{target}' + (f"#{anchor}" if anchor else "") + '"'
-
-    return re.sub(r'(href)="([^"]*)"', fix, text)
-
-
 def default_out_dir(chapter: Path) -> Path:
     """A new folder ``runs/book-<chapter>-<time>`` of the current directory (not of the checkout).
 
@@ -407,89 +300,3 @@ def default_out_dir(chapter: Path) -> Path:
     from .outputs import default_out
 
     return default_out("book", chapter.stem, root=Path.cwd() / "runs")
-
-
-# --- command line --------------------------------------------------------------------------
-
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="book_action", metavar="ACTION")
-    run = sub.add_parser("run", help="execute a chapter with other parameters",
-                         description="Execute a chapter of the book with other parameters; writes the executed "
-                                     "notebook (and with --html the chapter as one HTML page) into a new folder "
-                                     "runs/book-<chapter>-<time> of the current directory. Needs the [book] extra: "
-                                     + INSTALL_HINT)
-    run.add_argument("chapter", help="a chapter: book/dynamics.md, dynamics.md or dynamics")
-    run.add_argument("-p", "--parameter", dest="parameters", action="append", default=[], metavar="NAME=VALUE",
-                     help="set one parameter of the chapter's 'parameters' cell (repeatable)")
-    run.add_argument("--html", action="store_true",
-                     help="also render the executed chapter as one HTML page (links to the published book)")
-    run.add_argument("--out", default=None, help="output folder (default runs/book-<chapter>-<time>)")
-    run.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder whole")
-    run.add_argument("--no-progress", action="store_true", help="no line per executed cell on stderr")
-    run.add_argument("--log", action="store_true", help="stream the notebook's output while it runs")
-    show = sub.add_parser("list", help="list the chapters and their parameters")
-    show.add_argument("chapter", nargs="?", default=None, help="only this chapter")
-
-
-def main(args: argparse.Namespace) -> int:
-    action = getattr(args, "book_action", None)
-    if action is None:
-        raise UsageError("choose an action: 'moesim book run CHAPTER -p NAME=VALUE ... [--html]' or 'moesim book list'")
-    if importlib.util.find_spec("yaml") is None:
-        raise UsageError(f"'moesim book' needs the [book] extra (yaml missing): {INSTALL_HINT}")
-    root = book_root()
-    if action == "list":
-        return _list(root, args.chapter)
-    chapter = chapter_path(args.chapter, root)
-    rel = str(chapter.relative_to(root))
-    defaults = chapter_parameters(chapter)
-    params = dict(parse_parameter(item, defaults, rel) for item in args.parameters)
-    # bad parameters are named first (read without the extra); then the extra is required
-    missing = [m for m in ("jupytext", "papermill", "myst_nb") + (("jupyter_book",) if args.html else ())
-               if importlib.util.find_spec(m) is None]
-    if missing:
-        raise UsageError(f"'moesim book run' needs the [book] extra ({', '.join(missing)} missing): {INSTALL_HINT}")
-    from .outputs import OutputError, prepare_out
-
-    out = Path(args.out).resolve() if args.out else default_out_dir(chapter)
-    if out.exists() and any(out.iterdir()) and args.overwrite:
-        shutil.rmtree(out)  # replaced whole, never merged with an earlier run's files
-    try:
-        out = prepare_out(out)  # created and checked for writability before anything runs
-    except OutputError as err:
-        raise UsageError(str(err)) from None
-    values = dict(defaults, **params)
-    print(f"moesim book: executing {rel} with " + (", ".join(f"{k}={v!r}" for k, v in params.items()) or "its defaults"),
-          flush=True)
-    start = time.perf_counter()
-    try:
-        notebook = execute(chapter, params, out, log_output=args.log, progress=not args.no_progress)
-    except Exception as err:  # papermill.PapermillExecutionError and kernel failures
-        failed = out / f"{chapter.stem}.ipynb"
-        text = str(err).strip()
-        print(f"moesim book: error: executing {rel} failed: {text.splitlines()[-1] if text else repr(err)}"
-              + (f"; the partly executed notebook is {failed}" if failed.exists() else ""), file=sys.stderr)
-        return 1
-    resolve_glue(notebook)
-    (out / "parameters.json").write_text(json.dumps(dict(chapter=rel, changed=params, parameters=values),
-                                                    indent=2, default=repr) + "\n")
-    print(f"executed notebook: {notebook}  ({time.perf_counter() - start:.0f} s)")
-    if args.html:
-        start = time.perf_counter()
-        print("moesim book: rendering the page (jupyter-book, nothing executed)", file=sys.stderr, flush=True)
-        page = render_html(notebook, root, out, chapter)
-        print(f"rendered page:     {page}  ({time.perf_counter() - start:.0f} s)")
-    return 0
-
-
-def _list(root: Path, only: str | None) -> int:
-    files = [chapter_path(only, root)] if only else [root / f"{f}.md" for f in toc_files(root)]
-    for path in files:
-        rel = str(path.relative_to(root))
-        if not path.is_file():
-            print(f"{rel}: (missing)")
-        elif not any(PARAMETERS_TAG in tags for tags, _ in code_cells(path)):
-            print(f"{rel}: no parameters")
-        else:
-            print(f"{rel}: " + ", ".join(f"{k}={v!r}" for k, v in chapter_parameters(path).items()))
-    return 0

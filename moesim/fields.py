@@ -11,7 +11,6 @@ listing cannot drift from the code.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import inspect
 import re
@@ -73,34 +72,3 @@ def render(cfg=None) -> str:
         mark = "*" if values[d.name] != d.default else " "
         lines.append(f"{d.name:<{width}}  {d.type:<{tw}}  {_fmt(values[d.name]) + mark:<{vw}}  {d.comment}")
     return "\n".join(lines).lstrip("\n")
-
-
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    from .cli import add_config_arguments, presets_epilog
-
-    p.description = __doc__.split("\n\n")[0].replace("``", "")
-    add_config_arguments(p, default_preset=None)
-    for action in p._actions:
-        if action.dest == "preset":
-            action.help = "show this preset's values (default: the defaults of Config)"
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.epilog = (presets_epilog().rsplit("\n", 1)[0]
-                + "\nChange a field in any command with --set NAME=VALUE (ranges: --set gamma_range=0.5,2).")
-
-
-def main(args: argparse.Namespace) -> int:
-    from .cli import config_from_args
-    from .config import MODELS, Config, ConfigError, parse_override
-
-    if args.preset is not None:
-        cfg = config_from_args(args)
-    else:  # the defaults, with --model / --set / --device / --dtype on top
-        if args.model is not None and args.model not in MODELS:
-            raise ConfigError(f"model={args.model!r} is not allowed; choose one of: {', '.join(MODELS)}")
-        values = dict(MODELS.get(args.model, {}), **dict(parse_override(item) for item in args.overrides))
-        values.update({k: getattr(args, k) for k in ("device", "dtype") if getattr(args, k) is not None})
-        cfg = Config().replace(**values)
-    title = f"preset {args.preset}" if args.preset else "defaults"
-    print(f"moesim config: {title}{f', model {args.model}' if args.model else ''} ('*': differs from the default)")
-    print(render(cfg))
-    return 0

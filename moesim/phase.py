@@ -4,7 +4,7 @@ A run *succeeds* when the layer both specialises and classifies (Theorem 4.2, co
 the majority experts m*(k) of the K clusters (test dispatch) are distinct, and the test accuracy
 is at least ``SUCCESS_ACCURACY``. A failed (raised or diverged) run counts as no success.
 
-Input is a DataFrame from ``moesim.store.load_runs`` or a CSV from ``moesim.sweeps.export_csv``
+Input is a DataFrame from ``moesim.store.load_runs`` or a CSV from ``moesim.sweeps.export.export_csv``
 (``load_results`` reads either). pandas and matplotlib are imported only here.
 """
 
@@ -32,7 +32,7 @@ def load_results(path: str | os.PathLike, sweep: str | None = None):
     """A sweep's runs as a DataFrame, from a run store (``.sqlite``/``.db``) or an exported CSV.
 
     Range fields become tuples, ``majority_experts`` lists of ints; from a store the
-    ``moesim.sweeps.TRAJECTORY_METRICS`` are computed as ``export_csv`` writes them; ``success``
+    ``moesim.sweeps.export.TRAJECTORY_METRICS`` are computed as ``export_csv`` writes them; ``success``
     (at the last step) is added.
     """
     import pandas as pd
@@ -50,7 +50,7 @@ def load_results(path: str | os.PathLike, sweep: str | None = None):
             df["distinct_majority"] = df["distinct_majority"].map(_as_bool)
     else:
         from .store import RunStore
-        from .sweeps import TRAJECTORY_METRICS, trajectory_metrics
+        from .sweeps.export import TRAJECTORY_METRICS, trajectory_metrics
 
         with RunStore(path, create=False, readonly=True) as store:
             df = store.dataframe(sweep)
@@ -75,7 +75,7 @@ def success(df, accuracy: float = SUCCESS_ACCURACY, stopping: str = "final"):
     """Per run: done, K clusters on K distinct majority experts, and test accuracy >= ``accuracy``.
 
     ``stopping="final"``: after the last step (test dispatch). ``"early"``: at the snapshot with
-    the lowest training loss (``moesim.sweeps.trajectory_metrics``; training dispatch of that step).
+    the lowest training loss (``moesim.sweeps.export.trajectory_metrics``; training dispatch of that step).
     """
     import pandas as pd
 

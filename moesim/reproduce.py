@@ -10,12 +10,8 @@ dispatch entropy. ``moesim reproduce table1`` and the book's Table 1 chapter cal
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -95,7 +91,8 @@ def table1(settings=TABLE1_SETTINGS, models=TABLE1_MODELS, seeds: int | list[int
         overrides: config fields to change in every run (e.g. ``{"device": "cuda"}``).
         progress: show a progress bar per model. log: a callable taking one line per finished model.
     """
-    from .cli import progress_bar
+    from .arguments import seed_list as seeds_of
+    from .progress import progress_bar
     from .training import make_problem, train
 
     for s in settings:
@@ -106,7 +103,7 @@ def table1(settings=TABLE1_SETTINGS, models=TABLE1_MODELS, seeds: int | list[int
             raise ValueError(f"model={m!r} is not allowed; choose from {', '.join(TABLE1_MODELS)}")
     if semantics not in ("official", "paper"):
         raise ValueError(f"semantics={semantics!r} is not allowed; choose 'official' or 'paper'")
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    seed_list = seeds_of(seeds if isinstance(seeds, int) else [int(s) for s in seeds])
     t0 = time.perf_counter()
     rows = []
     n_train = 0
@@ -139,59 +136,3 @@ def table1(settings=TABLE1_SETTINGS, models=TABLE1_MODELS, seeds: int | list[int
                 log(f"{setting} {model}: test accuracy {r.test_accuracy[0]:.2f} ± {r.test_accuracy[1]:.2f} "
                     f"in {r.wall_time_s:.1f} s")
     return Table1(rows, semantics, n_train, time.perf_counter() - t0)
-
-
-# --- command line ----------------------------------------------------------------------------
-
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    from .cli import add_threads_argument
-
-    p.add_argument("what", choices=("table1",), help="what to reproduce")
-    p.add_argument("--settings", default=",".join(TABLE1_SETTINGS), help="comma list (default %(default)s)")
-    p.add_argument("--models", default=",".join(TABLE1_MODELS), help="comma list (default %(default)s)")
-    p.add_argument("--seeds", default="10", help="count (10), list (0,3,5) or range (0-9)")
-    p.add_argument("--semantics", default="official", choices=("official", "paper"))
-    p.add_argument("--quick", action="store_true", help="n = 4,000 instead of the paper's 16,000")
-    p.add_argument("--device", default=None, help="cpu or cuda")
-    p.add_argument("--out", default=None,
-                   help="folder for table1.md and table1.json (default: a new runs/reproduce-table1-<time>)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder whole")
-    add_threads_argument(p)
-    p.add_argument("--no-progress", action="store_true")
-
-
-def main(args: argparse.Namespace) -> int:
-    from .cli import UsageError, apply_threads, parse_seeds
-
-    apply_threads(args)
-    settings = [s for s in args.settings.split(",") if s]
-    models = [m for m in args.models.split(",") if m]
-    if not settings or not models:
-        raise UsageError("--settings and --models must name at least one entry each")
-    bad = [s for s in settings if s not in TABLE1_SETTINGS] + [m for m in models if m not in TABLE1_MODELS]
-    if bad:
-        raise UsageError(f"--settings/--models: {', '.join(map(repr, bad))} not allowed; settings: "
-                         f"{', '.join(TABLE1_SETTINGS)}; models: {', '.join(TABLE1_MODELS)}")
-    overrides = {"device": args.device} if args.device else {}
-    if args.device:
-        from .training import check_device
-
-        check_device(args.device)
-    seeds = parse_seeds(args.seeds)
-    from .outputs import default_out, prepare_out, write_atomic
-
-    out = prepare_out(args.out or default_out("reproduce", args.what), args.overwrite)  # before any training
-    tab = table1(settings, models, seeds, semantics=args.semantics, quick=args.quick,
-                 overrides=overrides, progress=not args.no_progress,
-                 log=lambda line: print(line, file=sys.stderr, flush=True))
-    md = tab.markdown()
-
-    def write(folder: Path) -> None:
-        (folder / "table1.md").write_text(md + "\n")
-        (folder / "table1.json").write_text(json.dumps(tab.to_dict(), indent=2) + "\n")
-
-    write_atomic(out, write, overwrite=args.overwrite)
-    print(md)
-    print(f"\nTable 1 ({args.semantics} semantics, n = {tab.n_train}) in {tab.wall_time_s:.0f} s wall time; "
-          f"written to {out}/table1.md and table1.json")
-    return 0

@@ -1,4 +1,4 @@
-"""``moesim verify``: check every claim of the paper and print a verdict table.
+"""Check every claim of the paper and print a verdict table (``moesim verify``, ``moesim.commands.verify``).
 
     moesim verify                 # --quick: n = 4000, seeds 0-2 (a few minutes on 2 CPU cores)
     moesim verify --full          # the paper's n = 16000, 10 seeds, one-sided 95 % bounds
@@ -15,7 +15,6 @@ Exit code: 0 when every claim passes, 1 when one fails, 2 for bad input.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import sys
@@ -23,119 +22,42 @@ import time
 from pathlib import Path
 
 
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    from .cli import add_threads_argument
+def run(scale, selected: list[str], overrides: dict, out: Path, *, device: str = "cpu", regimes=None,
+        theory_dim: int | None = None, mutant_names: list[str] | None = None, scaling: dict | None = None,
+        progress: bool = True, overwrite: bool = False) -> int:
+    """Check the ``selected`` claims at ``scale`` on the model under test (``overrides``), print the
+    verdict table and write it to ``out`` (``verify.md``, ``verify.json``); return the exit code.
 
-    size = p.add_mutually_exclusive_group()
-    size.add_argument("--quick", dest="scale", action="store_const", const="quick",
-                      help="reduced size: n = 4000, seeds 0-2, median rules (default)")
-    size.add_argument("--full", dest="scale", action="store_const", const="full",
-                      help="the paper's size: n = 16000, 10 seeds, one-sided 95 %% confidence bounds")
-    p.set_defaults(scale="quick")
-    p.add_argument("--regime", action="append", default=None, choices=("official", "paper", "theory"),
-                   help="where the dynamics claims run (repeatable): the official code on setting 1, Algorithm 1 "
-                        "at the official operating point, or Theorem 4.2's own regime (default: official and paper)")
-    p.add_argument("--theory-dim", type=int, default=None,
-                   help="patch dimension d of --regime theory (default: the tested d, see moesim.claims.base)")
-    p.add_argument("--mutants", nargs="?", const="all", default=None, metavar="NAMES",
-                   help="check the claims on each broken model (comma-separated names, default all) and print the "
-                        "claims x mutants matrix")
-    p.add_argument("--scaling", action="store_true", help="run the scaling-law tier instead of the core claims")
-    p.add_argument("--grid", default="full", choices=("full", "book", "smoke"),
-                   help="--scaling: grid size (full: the tier, ~30-60 min on 2 cores; book: the book's live part)")
-    p.add_argument("--store", default="runs/scaling.sqlite",
-                   help="--scaling: SQLite run store (runs already there are reused; default %(default)s)")
-    p.add_argument("--export", default=None, help="--scaling: folder for each prediction's per-run table (CSV, JSON)")
-    p.add_argument("--workers", type=int, default=None, help="--scaling: Dask workers (default: one per core)")
-    p.add_argument("--claims", default=None, help="comma-separated claim names (default: all; see --list)")
-    p.add_argument("--seeds", default=None, help="model seeds: a count (10), a list (0,3,5) or a range (0-9)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
-                   help="change the model under test (every MoE run), e.g. --set activation=linear or "
-                        "--set lr_router=0 to break it on purpose (repeatable)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<i> (default %(default)s)")
-    p.add_argument("--out", default=None, help="output folder (default: a new runs/verify-<scale>-<time>)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder whole")
-    add_threads_argument(p)
-    p.add_argument("--list", action="store_true", help="list the claims and exit")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def main(args: argparse.Namespace) -> int:
+    ``mutant_names``: check the claims on each broken model instead (``mutants.md``/``.json``).
+    ``scaling``: the scaling tier's options (grid, store, workers, export) for
+    ``moesim.claims.scaling.configure``. Exit code 0 when every claim passes (every mutant is
+    detected), 1 otherwise; ``UsageError`` for a value the scaling grid refuses.
+    """
     from . import claims
-    from .cli import UsageError, apply_threads, parse_seeds, progress_bar
-    from .config import parse_override
-    from .training import check_device
+    from .arguments import UsageError
+    from .progress import progress_bar
 
-    tier = "scaling" if args.scaling else "core"
-    if args.list:
-        for name in claims.names(tier):
-            c = claims.get(name)
-            print(f"{name:20s} {c.reference}\n{'':20s} {c.prediction}")
-            if c.detects:
-                print(f"{'':20s} detects: {', '.join(c.detects)}")
-        return 0
-    selected = claims.names(tier)
-    if args.claims is not None:
-        selected = [s.strip() for s in args.claims.split(",") if s.strip()]
-        unknown = [s for s in selected if s not in claims.names(tier)]
-        if unknown or not selected:
-            raise UsageError(f"--claims {args.claims!r}: unknown or empty claim list {unknown}; "
-                             f"allowed: {', '.join(claims.names(tier))}")
-    mutant_names = None
-    if args.mutants is not None:
-        from .claims import mutants
-
-        mutant_names = list(mutants.MUTANTS) if args.mutants == "all" else [
-            m.strip() for m in args.mutants.split(",") if m.strip()]
-        unknown = [m for m in mutant_names if m not in mutants.MUTANTS]
-        if unknown or not mutant_names:
-            raise UsageError(f"--mutants {args.mutants!r}: unknown or empty mutant list {unknown}; "
-                             f"allowed: {', '.join(mutants.MUTANTS)}")
-        if args.overrides:
-            raise UsageError("--mutants and --set cannot be combined: each mutant is its own set of overrides")
-    regimes = tuple(dict.fromkeys(args.regime)) if args.regime else claims.DEFAULT_REGIMES
-    if args.theory_dim is not None and args.theory_dim < 16:
-        raise UsageError(f"--theory-dim {args.theory_dim} is not allowed; give an integer >= 16")
-    scale = claims.SCALES[args.scale]
-    if args.seeds is not None:
-        scale = scale.with_seeds(parse_seeds(args.seeds))
-    overrides = dict(parse_override(item) for item in args.overrides)
-    check_device(args.device)
-    apply_threads(args)
-    kind = "mutants" if mutant_names is not None else ("scaling" if args.scaling else "verify")
-    from .outputs import default_out, prepare_out
-
-    out = prepare_out(args.out or default_out(kind, scale.name), args.overwrite)  # before any claim runs
-    if args.scaling:  # the store and the export folder too
-        from .store import RunStore, StoreError
-
-        try:
-            RunStore(args.store).close()
-        except StoreError as err:
-            raise UsageError(f"--store: {err}") from None
-        if args.export:
-            prepare_out(args.export, overwrite=True, option="--export")
+    regimes = regimes or claims.DEFAULT_REGIMES
 
     def log(text: str) -> None:
         print(f"[verify {time.perf_counter() - t0:7.1f} s] {text}", file=sys.stderr, flush=True)
 
-    def progress(desc: str, total: int):
-        return progress_bar(total, desc, not args.no_progress)
+    def bar(desc: str, total: int):
+        return progress_bar(total, desc, progress)
 
     t0 = time.perf_counter()
     cache = claims.RunCache()
 
     def context(over: dict):
-        return claims.Context(scale, over, device=args.device, progress=progress, log=log, cache=cache,
-                              regimes=regimes, theory_dim=args.theory_dim)
+        return claims.Context(scale, over, device=device, progress=bar, log=log, cache=cache,
+                              regimes=regimes, theory_dim=theory_dim)
 
     ctx = context(overrides)
-    if args.scaling:
-        from .claims import scaling
+    if scaling is not None:
+        from .claims import scaling as scaling_tier
 
         try:
-            scaling.configure(ctx, grid=args.grid, store=args.store, workers=args.workers, export=args.export,
-                              progress=not args.no_progress)
+            scaling_tier.configure(ctx, **scaling, progress=progress)
         except ValueError as e:
             raise UsageError(str(e)) from None
     log(f"scale {scale.name}: n = {scale.n}, seeds {list(scale.seeds)}, regimes {list(regimes)}"
@@ -146,23 +68,22 @@ def main(args: argparse.Namespace) -> int:
         log(f"{res.verdict} {res.name} ({res.wall_time_s:.1f} s)")
 
     if mutant_names is not None:
-        return _mutation_matrix(claims, context, selected, mutant_names, scale, regimes, out, t0, log,
-                                args.overwrite)
+        return _mutation_matrix(claims, context, selected, mutant_names, scale, regimes, out, t0, log, overwrite)
     try:
         results = claims.run_claims(ctx, selected, on_result=done)
     except ValueError as e:  # a --set that names an axis the scaling grid varies
-        if not args.scaling:
+        if scaling is None:
             raise
         raise UsageError(str(e)) from None
     wall = time.perf_counter() - t0
     header = dict(scale=scale.name, n=scale.n, seeds=list(scale.seeds), statistics=scale.statistics,
                   regimes=list(regimes), theory_dim=ctx.theory_dim if "theory" in regimes else None,
-                  overrides=overrides, device=args.device, wall_time_s=round(wall, 1),
+                  overrides=overrides, device=device, wall_time_s=round(wall, 1),
                   train_time_s=round(ctx.train_seconds, 1), passed=all(r.passed for r in results),
                   claims_passed=sum(r.passed for r in results), claims_total=len(results), **environment())
     table = markdown(results, header)
     print(plain_text(results, header))
-    _write(out, "verify", table, dict(header, claims=[r.to_dict() for r in results]), args.overwrite)
+    _write(out, "verify", table, dict(header, claims=[r.to_dict() for r in results]), overwrite)
     print(f"{header['claims_passed']}/{len(results)} claims passed in {wall:.0f} s; written to {out}/verify.md and "
           f"{out}/verify.json")
     return 0 if header["passed"] else 1

@@ -19,7 +19,8 @@ import pytest
 yaml = pytest.importorskip("yaml")
 
 from moesim import bookrun  # noqa: E402
-from moesim.cli import UsageError, cli  # noqa: E402
+from moesim.arguments import UsageError  # noqa: E402
+from moesim.cli import cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Pages of the TOC that are not experiment chapters (no parameters cell by design).

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from moesim import bookrun
+from moesim import bookhtml, bookrun
 from moesim.cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,9 +63,9 @@ def test_missing_book_extra_is_one_line_naming_the_install_command(monkeypatch, 
 def test_links_to_other_chapters_point_to_the_published_book():
     html = ('<a href="data.html#ch-data">2</a> <a href="../index.html">home</a> <a href="routing.html#x">self</a> '
             '<a href="#y">here</a> <a href="https://example.org/a.html">out</a> <a href="../_static/x.css">css</a>')
-    text = bookrun.published_links(html, Path("book/routing"))
-    assert f'href="{bookrun.PUBLISHED}book/data.html#ch-data"' in text
-    assert f'href="{bookrun.PUBLISHED}index.html"' in text
+    text = bookhtml.published_links(html, Path("book/routing"))
+    assert f'href="{bookhtml.PUBLISHED}book/data.html#ch-data"' in text
+    assert f'href="{bookhtml.PUBLISHED}index.html"' in text
     assert 'href="#x"' in text and 'href="#y"' in text  # the page itself stays local
     assert 'href="https://example.org/a.html"' in text and 'href="../_static/x.css"' in text
 
@@ -102,7 +102,7 @@ def test_html_is_the_one_executed_page_with_glue_filled_in(tmp_path, monkeypatch
                             ).execute()
     executed = tmp_path / "official_code.ipynb"
     jupytext.write(nb, executed)
-    page = bookrun.render_html(executed, ROOT, tmp_path, chapter)
+    page = bookhtml.render_html(executed, ROOT, tmp_path, chapter)
     assert page == tmp_path / "official_code.html"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["_static", "official_code.html", "official_code.ipynb"]
     text = page.read_text()
@@ -110,7 +110,7 @@ def test_html_is_the_one_executed_page_with_glue_filled_in(tmp_path, monkeypatch
     from moesim.stopping import EARLY_STOP_TOLERANCE
 
     assert f"by more than {EARLY_STOP_TOLERANCE:g} above" in re.sub(r"<[^>]+>", "", text)
-    assert f'href="{bookrun.PUBLISHED}book/data.html' in text and 'href="data.html' not in text
+    assert f'href="{bookhtml.PUBLISHED}book/data.html' in text and 'href="data.html' not in text
     assert (tmp_path / "_static" / "mathjax" / "tex-chtml.js").is_file()
     size = sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file())
     assert size < 10 * 2**20, f"{size / 2**20:.1f} MB: more than one page's files were kept"

@@ -140,7 +140,7 @@ class _Applied(Exception):
 def test_threads_are_applied_before_any_training(command, trainer, monkeypatch, tmp_path):
     """run, verify and reproduce hand --threads to ``apply_threads`` before they train (both replaced
     by stubs: the test stops at whichever comes first)."""
-    import moesim.cli
+    import moesim.arguments
 
     def stop(*args, **kwargs):
         raise _Applied("threads")
@@ -148,7 +148,7 @@ def test_threads_are_applied_before_any_training(command, trainer, monkeypatch, 
     def trained(*args, **kwargs):
         raise AssertionError("training started before --threads was applied")
 
-    monkeypatch.setattr(moesim.cli, "apply_threads", stop)
+    monkeypatch.setattr(moesim.arguments, "apply_threads", stop)
     monkeypatch.setattr(trainer, trained)
     with pytest.raises(_Applied):
         cli([*command, "--threads", "1", "--no-progress", "--out", str(tmp_path)])

@@ -98,7 +98,7 @@ def test_default_out_is_new_every_time(tmp_path, monkeypatch):
     assert a.name == "run-p-m-20260101-000000" and b.name == "run-p-m-20260101-000000-2"
     import argparse
 
-    from moesim.reproduce import configure_parser
+    from moesim.commands.reproduce import configure_parser
 
     p = argparse.ArgumentParser()
     configure_parser(p)
@@ -199,7 +199,7 @@ def test_memory_check_in_the_api_and_its_override(monkeypatch):
 def test_huge_seed_count_is_refused_before_the_list_is_built(capsys, no_training, monkeypatch):
     """--seeds 1000000000 built a 10^9-element list (MemoryError traceback). The cap is checked
     first on a lowered cap (a missing check then builds only a short list and fails the test)."""
-    monkeypatch.setattr("moesim.cli.MAX_SEEDS", 100)
+    monkeypatch.setattr("moesim.arguments.MAX_SEEDS", 100)
     for text in ("101", "0-100", ",".join(map(str, range(101)))):
         assert cli(["run", *TINY, "--seeds", text]) == 2
         one_clean_line(capsys.readouterr().err, "--seeds", "at most 100")

@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moesim import config as C
-from moesim.cli import UsageError, cli, parse_seeds
+from moesim.arguments import UsageError, parse_seeds
+from moesim.cli import cli
 from moesim.config import ConfigError, field_names, field_types, preset
 
 #: The text fields and their allowed values (``device`` is checked by its pattern).

@@ -169,14 +169,14 @@ def test_sweep_stores_exactly_its_runs_and_resume_computes_nothing(client, tmp_p
     spec = tiny_spec()  # 8 points x 2 seeds
     store = tmp_path / "s.sqlite"
     calls = []
-    import moesim.cli as cli_mod
+    import moesim.sweeps.runner as runner_mod
 
-    real_bar = cli_mod.progress_bar
-    cli_mod.progress_bar = lambda total, desc, enabled=True: (lambda n, t: calls.append((n, t)), lambda: None)
+    real_bar = runner_mod.progress_bar
+    runner_mod.progress_bar = lambda total, desc, enabled=True: (lambda n, t: calls.append((n, t)), lambda: None)
     try:
         rep = run_sweep(spec, store, client=client, progress=True)
     finally:
-        cli_mod.progress_bar = real_bar
+        runner_mod.progress_bar = real_bar
     assert (rep.n_runs, rep.n_computed, rep.n_failed, rep.n_tasks) == (16, 16, 0, 8)
     assert calls[0] == (0, 16) and calls[-1] == (16, 16)  # the bar counts runs
     rows = stored_rows(store)

@@ -64,7 +64,7 @@ def train_batch_router(config: dict, seeds: list[int], threads: int | None = Non
     import moesim
     from ...data import generate
     from ...store import RunRecord, code_version, pack_arrays
-    from ...sweeps import _Clock, _metrics, _per_seed
+    from ...sweeps.runner import _Clock, _metrics, _per_seed
 
     if threads and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)

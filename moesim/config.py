@@ -5,7 +5,7 @@ Every difference between the paper (Chen et al., NeurIPS 2022) and its official 
 A preset (``paper-s1``, ``official-s1``, ...) picks all of one side; ``Config.replace`` or the
 command line's ``--set name=value`` flips single fields.
 
-One module of about 475 lines, on purpose: ``Config`` is one flat dataclass whose documentation is
+One module of about 490 lines, on purpose: ``Config`` is one flat dataclass whose documentation is
 the comment beside each field (``moesim.fields`` reads them from this source for ``moesim config``
 and the book), its validation reads every field, and the presets and Theorem 4.2's regime are
 values of those fields. Moving the presets out would need ``preset`` imported back here (scripts

@@ -46,7 +46,7 @@ def estimate(cfg: Config, n_seeds: int, engine: str = "auto", generate: bool = T
     """
     b = 4 if cfg.dtype == "float32" else 8
     S, n, nt = int(n_seeds), cfg.n_train, cfg.n_test
-    P, d, K, M, J, T = cfg.n_patches, cfg.patch_dim, cfg.n_clusters, cfg.experts, cfg.filters, cfg.steps
+    P, d, K, M, T = cfg.n_patches, cfg.patch_dim, cfg.n_clusters, cfg.experts, cfg.steps
     N = n + nt
     if cfg.load_balancing > 0:
         engine = "autograd"

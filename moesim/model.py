@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import Config
-from .nonlinearities import activation_fn, is_linear, loss_from_margin  # noqa: F401 -- the model's sigma and l
+from .nonlinearities import activation_fn, is_linear
 
 if TYPE_CHECKING:
     from .engines.base import Workspace

@@ -11,6 +11,7 @@ One rule for every command (``run``, ``verify``, ``reproduce``, ``book``):
 * results are written into a temporary sibling folder and renamed over the target at the end
   (``write_atomic``): a reader sees the old folder or the new one, never a mixture.
 
+A results file records where it was computed (``environment``: versions, machine, threads).
 Caches (generated data, compiled kernels) live in ``cache_dir()``: ``$MOESIM_CACHE``, else
 ``$XDG_CACHE_HOME/moesim``, else ``~/.cache/moesim``.
 """
@@ -130,3 +131,15 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], overwri
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+def environment() -> dict:
+    """Versions that produced the numbers of a results file: moesim, torch, Python, machine, threads."""
+    import platform
+
+    import torch
+
+    from . import __version__
+
+    return dict(moesim=__version__, torch=torch.__version__, python=platform.python_version(),
+                machine=platform.machine(), threads=torch.get_num_threads())

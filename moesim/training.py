@@ -23,7 +23,6 @@ import torch
 from . import data as data_mod
 from . import engines
 from .config import Config, default_lr_single
-from .engines.base import Workspace
 from .model import Params, init_params, second_layer
 from .noise import SeedNoise
 from .optim import Adam
@@ -226,7 +225,7 @@ def train(cfg: Config, seeds: list[int] | int = 1, *, data=None, problem: Proble
     if cfg.architecture != "moe" and cfg.single_optimizer == "adam":
         adam = Adam(params.tensors(), default_lr_single(cfg), cfg.weight_decay_single)
     rec = Recorder(cfg, seeds, prob, a, eng, noise, dev, dt)
-    workspace = Workspace()  # the step's internal buffers, reused from step to step
+    workspace = eng.workspace()  # the step's internal buffers, reused from step to step
     step, updates = 0, 0
     try:
         for step in range(T):

@@ -16,7 +16,6 @@ import torch
 
 from . import engines
 from .config import Config
-from .engines.base import Workspace
 from .model import Params, second_layer
 from .noise import NoiseStream
 from .optim import apply_update
@@ -72,7 +71,7 @@ def run_trajectory(cfg: Config, params: Params, train_x: torch.Tensor, train_y: 
     p = params.detach()
     x, y = train_x, train_y.to(W.dtype)
     x_sum, a = x.sum(1), second_layer(cfg, J, W.dtype, W.device)
-    active, workspace = torch.ones(S, dtype=torch.bool, device=W.device), Workspace()
+    active, workspace = torch.ones(S, dtype=torch.bool, device=W.device), eng.workspace()
     loss, expert, margin = [], [], []
     with torch.no_grad():
         for r in noises:

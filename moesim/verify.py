@@ -16,10 +16,11 @@ Exit code: 0 when every claim passes, 1 when one fails, 2 for bad input.
 from __future__ import annotations
 
 import json
-import platform
 import sys
 import time
 from pathlib import Path
+
+from .outputs import environment
 
 
 def run(scale, selected: list[str], overrides: dict, out: Path, *, device: str = "cpu", regimes=None,
@@ -116,16 +117,6 @@ def _mutation_matrix(claims, context, selected, mutant_names, scale, regimes, ou
                                        wall_time_s=round(wall, 1), **matrix.to_dict(), **environment()), overwrite)
     print(f"mutation matrix: {'complete' if matrix.ok else 'INCOMPLETE'} in {wall:.0f} s; written to {out}/mutants.md")
     return 0 if matrix.ok else 1
-
-
-def environment() -> dict:
-    """Versions that produced the numbers."""
-    import torch
-
-    from . import __version__
-
-    return dict(moesim=__version__, torch=torch.__version__, python=platform.python_version(),
-                machine=platform.machine(), threads=torch.get_num_threads())
 
 
 def _cell(text: str) -> str:

@@ -7,9 +7,10 @@ import torch
 
 from moesim import nonlinearities, preset
 from moesim.model import (
-    Params, expert_outputs_dense, expert_outputs_routed, gate_values, init_params, loss_from_margin,
-    router_logits, routing_layout, second_layer,
+    Params, expert_outputs_dense, expert_outputs_routed, gate_values, init_params, router_logits, routing_layout,
+    second_layer,
 )
+from moesim.nonlinearities import loss_from_margin
 from moesim.engines.eager import moe_step, single_step
 from moesim.optim import expert_step
 from moesim.training import make_problem

@@ -80,6 +80,10 @@ class Engine:
         return 2 * P * (d + 3 * J)
 
     # --- one training step ------------------------------------------------------------------
+    def workspace(self) -> Workspace:
+        """A fresh scratch pool for this engine's steps (``train`` makes one per call, reused every step)."""
+        return Workspace()
+
     def moe_step(self, cfg: Config, params: Params, x: torch.Tensor, x_sum: torch.Tensor, y: torch.Tensor,
                  noise: torch.Tensor, a: torch.Tensor, workspace: Workspace | None = None) -> StepOutput:
         """Loss of Algorithm 1 and its gradients for S runs: x (n, P, d), x_sum (n, d), y (n,) +-1,

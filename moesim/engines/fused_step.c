@@ -16,6 +16,10 @@
  * Written with GCC vector extensions (8 floats; AVX2 + FMA where -march=native has them): the
  * inner loops keep 4 patches x 16 filters of pre-activations in registers.
  *
+ * One file of about 550 lines, on purpose: moesim.engines.fused compiles this single translation
+ * unit on first use with no build system, and the step and the forward pass share the static
+ * inline register-blocked kernels, which the compiler must see together to inline them.
+ *
  * Layouts (all float32, C-contiguous):
  *   x (n, d, P): the samples patch-minor (the P values of one coordinate side by side);
  *   xs (n, d) = sum_p x^(p); y (n,); noise (S, n, M);

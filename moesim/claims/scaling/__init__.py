@@ -22,10 +22,10 @@ Modules (one job each): ``rules`` (success, decision-rule constants), ``grids`` 
 ``configure``, the sweeps of each prediction), ``runner`` (Dask and the run store, per-run tables,
 export), ``fits`` (power, logistic and threshold fits, trend tests), one module per claim
 (``exploration``, ``experts``, ``router_n``, ``dimension``, ``noise``; importing them registers the
-claims, in this order), and ``tier`` (the whole tier: recorded verdicts, YAML sweeps, ``main``).
+claims, in this order), and ``tier`` (the whole tier: recorded verdicts, YAML sweeps, ``run_tier``; its command line is ``benchmarks/small_runs.py tier``).
 Every public name of these modules is importable from ``moesim.claims.scaling``.
 
-Run the whole tier and export its results for the book (``main``)::
+Run the whole tier and export its results for the book::
 
     python benchmarks/small_runs.py tier --grid full --store runs/scaling.sqlite --export book/results
 """
@@ -47,7 +47,7 @@ from .experts import (SHAPES, analyse_experts, coupon_experts, coverage_probabil
 from .router_n import alignment_ratio, alignment_table, analyse_alignment, scaling_router_n
 from .dimension import analyse_dimension, dimension_table, scaling_dimension
 from .noise import analyse_noise, noise_table, scaling_noise, thresholds
-from .tier import EXPECTED, SCALING_CLAIMS, main, run_tier, write_yaml, yaml_specs, yaml_text
+from .tier import EXPECTED, SCALING_CLAIMS, run_tier, write_yaml, yaml_specs, yaml_text
 
 __all__ = [
     "ALPHA", "BOOTSTRAP", "BOOTSTRAP_SEED", "COMPETENT", "EXPERTS_LEVEL", "EXPLORATION_ENTROPY", "EXPONENT_MARGIN",
@@ -64,5 +64,5 @@ __all__ = [
     "alignment_ratio", "alignment_table", "analyse_alignment", "scaling_router_n",
     "analyse_dimension", "dimension_table", "scaling_dimension",
     "analyse_noise", "noise_table", "scaling_noise", "thresholds",
-    "EXPECTED", "SCALING_CLAIMS", "main", "run_tier", "write_yaml", "yaml_specs", "yaml_text",
+    "EXPECTED", "SCALING_CLAIMS", "run_tier", "write_yaml", "yaml_specs", "yaml_text",
 ]

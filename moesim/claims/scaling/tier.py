@@ -1,24 +1,21 @@
 """The scaling tier as a whole: its claims and recorded verdicts, its YAML sweeps, and its runner.
 
-``run_tier`` checks every scaling claim at one grid (``benchmarks/small_runs.py tier`` calls
-``main``); ``write_yaml`` writes ``sweeps/scaling_*.yaml`` from the full grid's specs.
+``run_tier`` checks every scaling claim at one grid (``benchmarks/small_runs.py tier`` is its command
+line); ``write_yaml`` writes ``sweeps/scaling_*.yaml`` from the full grid's specs.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import importlib
 import json
 import os
-import sys
 import time
 import typing
 from pathlib import Path
 
 from ...jsonable import jsonable
-from .grids import GRIDS, YAML_SWEEPS, all_specs, claim_specs, configure
-from .runner import close_client, store_timing
+from .grids import YAML_SWEEPS, all_specs, claim_specs, configure
+from .runner import store_timing
 
 
 #: The claims of this tier, in table order.
@@ -102,48 +99,10 @@ def run_tier(grid: str = "full", store: str = "runs/scaling.sqlite", export: str
                   **store_timing(store, [s.name for c in (claims or names("scaling"))
                                          for s in claim_specs(ctx, c)]))
     if export is not None:
-        from ...verify import environment
+        from ...outputs import environment
 
         Path(export).mkdir(parents=True, exist_ok=True)
         verdicts = dict(header, **environment(), claims=[r.to_dict() for r in results])
         (Path(export) / "scaling_verdicts.json").write_text(json.dumps(jsonable(verdicts, nonfinite="text"),
                                                                        indent=2) + "\n")
     return results, header
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line of the tier (``benchmarks/small_runs.py tier``): run it, print the verdicts, export."""
-    import torch
-
-    summary = importlib.import_module(__package__).__doc__.split("\n")[0]  # the package's one-line summary
-    p = argparse.ArgumentParser(prog="small_runs.py tier", description=summary)
-    p.add_argument("--grid", default="full", choices=GRIDS)
-    p.add_argument("--store", default="runs/scaling.sqlite")
-    p.add_argument("--export", default=None, help="folder for the per-run tables and scaling_verdicts.json")
-    p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--claims", default=None, help="comma-separated scaling claims (default: all)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
-                   help="change every run (a broken model on purpose), e.g. --set shuffle_labels=true")
-    p.add_argument("--write-yaml", action="store_true", help="write sweeps/scaling_*.yaml and exit")
-    args = p.parse_args(argv)
-    if args.write_yaml:
-        for path in write_yaml():
-            print(path)
-        return 0
-    torch.set_num_threads(1)
-    t0 = time.perf_counter()
-
-    def log(text):
-        print(f"[scaling {time.perf_counter() - t0:7.1f} s] {text}", file=sys.stderr, flush=True)
-
-    from ...config import parse_override
-
-    claims = [c.strip() for c in args.claims.split(",")] if args.claims else None
-    overrides = dict(parse_override(item) for item in args.overrides)
-    results, header = run_tier(args.grid, args.store, args.export, args.workers, claims, log, overrides)
-    for r in results:
-        print(r.describe())
-    print(f"{header['claims_passed']}/{header['claims_total']} scaling claims passed; wall time "
-          f"{header['wall_time_s']:.0f} s")
-    close_client()
-    return 0 if header["passed"] else 1

@@ -181,7 +181,7 @@ def expert_outputs_routed(cfg: Config, params: Params, x: torch.Tensor, a: torch
 
     Args:
         x: (n, P, d) samples (shared by the runs). expert: (S, n) routed expert index.
-        layout: a precomputed ``routing_layout(expert, M)``. workspace: a ``moesim.engines.Workspace``
+        layout: a precomputed ``routing_layout(expert, M)``. workspace: a ``moesim.engines.base.Workspace``
             for the gathered rows (padding rows hold a copy of sample 0, never read).
     """
     W, b = params.W, params.b

@@ -21,6 +21,9 @@ from moesim.training import train
 
 
 def main(argv: list[str]) -> dict:
+    if len(argv) < 4 or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
     name, model, seeds, engine, *over = argv
     fields = {k: int(v) for k, v in (o.split("=", 1) for o in over)}
     cfg = preset(name, model, record_every=10**6, **fields)

@@ -48,16 +48,12 @@ def estimate(cfg: Config, n_seeds: int, engine: str = "auto", generate: bool = T
     S, n, nt = int(n_seeds), cfg.n_train, cfg.n_test
     P, d, K, M, T = cfg.n_patches, cfg.patch_dim, cfg.n_clusters, cfg.experts, cfg.steps
     N = n + nt
-    if cfg.load_balancing > 0:
-        engine = "autograd"
-    elif engine == "auto":
-        import torch
-
-        from .engines.fused import unsupported
-
-        x = torch.empty(0, dtype=torch.float32 if b == 4 else torch.float64)  # only its dtype is read
-        engine = "fused" if cfg.device == "cpu" and unsupported(cfg, x) is None else "eager"
-    per_sample = engines.get(engine if engine in engines.MODULES else "autograd").step_bytes_per_sample(cfg)
+    try:  # the engine train() will pick, by the registry's own rule
+        eng = engines.resolve(cfg, engine, _probe(cfg))
+    except ValueError:  # a named engine that cannot run this config: train() raises its refusal next;
+        # estimated as that engine, or as autograd, which the load-balancing refusal names
+        eng = engines.get("autograd" if cfg.load_balancing > 0 else engine)
+    per_sample = eng.step_bytes_per_sample(cfg)
     return dict(
         runtime=RUNTIME_BYTES,
         data_generation=4 * N * P * d * 8 if generate else 0,
@@ -65,6 +61,18 @@ def estimate(cfg: Config, n_seeds: int, engine: str = "auto", generate: bool = T
         step=S * n * (3 * M + 8 + per_sample) * b,
         history=3 * T * S * (K * M * 8 + 2 * b),
     )
+
+
+def _probe(cfg: Config):
+    """An empty tensor with the run's device and dtype: what engine availability reads of the samples
+    (on the ``meta`` device where ``cfg.device`` is not present here: only the CPU engines notice)."""
+    import torch
+
+    dtype = torch.float32 if cfg.dtype == "float32" else torch.float64
+    try:
+        return torch.empty(0, dtype=dtype, device=cfg.device)
+    except (RuntimeError, AssertionError):
+        return torch.empty(0, dtype=dtype, device="meta")
 
 
 def total(parts: dict[str, int]) -> int:

@@ -266,9 +266,7 @@ def _checked(cfg: Config, seeds: list[int] | int, engine: str, check_memory: boo
     """``train``'s arguments checked (config, device, engine name, memory, seeds); the seeds as a list."""
     cfg.validate()
     check_device(cfg.device)
-    # the registry itself (config.ENGINES lists the same names), so a registered engine is accepted
-    if not isinstance(engine, str) or (engine != "auto" and engine not in engines.MODULES):
-        raise ValueError(f"engine={engine!r} is not allowed; choose one of {', '.join(('auto', *engines.MODULES))}")
+    engines.check_name(engine)  # the registry itself, so a registered engine is accepted
     if check_memory:
         from . import memory
 

@@ -23,13 +23,18 @@ NAMES = tuple(MODULES)
 AUTO = ("fused", "eager")
 
 
+def check_name(name) -> str:
+    """``name`` if it is ``"auto"`` or registered in ``MODULES``, else a ``ValueError`` naming the choices."""
+    if not isinstance(name, str) or (name != "auto" and name not in MODULES):
+        raise ValueError(f"engine={name!r} is not allowed; choose one of {', '.join(('auto', *MODULES))}")
+    return name
+
+
 def get(name: str):
     """The ``Engine`` registered as ``name`` (``"auto"``: the fused engine, whose forward passes fall
     back to the torch reference where it cannot run, as ``evaluate(engine="auto")`` does)."""
-    if name == "auto":
+    if check_name(name) == "auto":
         name = AUTO[0]
-    if name not in MODULES:
-        raise ValueError(f"engine={name!r} is not allowed; choose one of {', '.join(('auto',) + NAMES)}")
     return importlib.import_module(f"{__name__}.{MODULES[name]}").ENGINE
 
 

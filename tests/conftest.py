@@ -22,7 +22,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # The official-order generator caches its output on disk; tests use a private cache.
 os.environ["MOESIM_CACHE"] = tempfile.mkdtemp(prefix="moesim-test-cache-")
 
-#: The official repository's stored setting-1 files (see shared/reference/uclaml-moe/README.md).
+#: The official repository's stored setting-1 files (``synthetic_data_s1/`` of github.com/uclaml/MoE:
+#: features.pt, centers.pt, ...): ``$MOESIM_REFERENCE``, or beside this checkout; skipped when absent.
 REFERENCE_S1 = Path(os.environ.get("MOESIM_REFERENCE", Path(__file__).resolve().parents[2] / "shared" / "reference"
                                    / "uclaml-moe" / "synthetic_data_s1"))
 

@@ -235,26 +235,33 @@ def check_device_name(device: typing.Any, name: str = "device") -> None:
         raise ConfigError(f"{name}={device!r} is not allowed; use 'cpu', 'cuda' or 'cuda:<index>' (index >= 0)")
 
 
+def value_has_kind(kind: type, value: typing.Any) -> bool:
+    """Whether ``value`` is of a field's kind: bool, text, int, float (an int or a float), or tuple (a
+    pair of numbers). A bool is never a number. ``_check_types`` and sweep specs use this one rule."""
+    def number(v: typing.Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is str:
+        return isinstance(value, str)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return number(value)
+    if kind is tuple:
+        return isinstance(value, tuple) and len(value) == 2 and all(number(v) for v in value)
+    return True  # pragma: no cover - every field has one of the kinds above
+
+
 def _check_types(cfg: "Config") -> None:
     """Raise ``ConfigError`` naming the first field whose value is not of the field's type."""
+    what = {bool: "True or False", str: "text", int: "an integer", float: "a number",
+            tuple: "a pair (low, high) of numbers"}
     for name, kind in _cached_field_types().items():
         value = getattr(cfg, name)
-        if kind is bool:
-            ok, what = isinstance(value, bool), "True or False"
-        elif kind is str:
-            ok, what = isinstance(value, str), "text"
-        elif kind is int:
-            ok, what = isinstance(value, int) and not isinstance(value, bool), "an integer"
-        elif kind is float:
-            ok, what = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
-        elif kind is tuple:
-            ok = (isinstance(value, tuple) and len(value) == 2
-                  and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
-            what = "a pair (low, high) of numbers"
-        else:  # pragma: no cover - every field has one of the kinds above
-            ok, what = True, ""
-        if not ok:
-            raise ConfigError(f"{name}={value!r} has the wrong type ({type(value).__name__}); it must be {what}")
+        if not value_has_kind(kind, value):
+            raise ConfigError(f"{name}={value!r} has the wrong type ({type(value).__name__}); it must be {what[kind]}")
 
 
 def _choice(name: str, value: typing.Any, allowed: tuple[str, ...]) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..arguments import seed_list
-from ..config import Config, ConfigError, field_names, parse_value, preset
+from ..config import Config, ConfigError, field_names, parse_value, preset, value_has_kind
 from ..store import config_field_types
 
 DEFAULT_PRESET = "official-s1-quick"
@@ -40,13 +40,9 @@ def coerce_value(name: str, value: typing.Any) -> typing.Any:
 
 def _typed_value(name: str, kind: type, value: typing.Any) -> typing.Any:
     """A YAML value (not text) of config field ``name`` of type ``kind``: what ``parse_value``, which
-    reads text, does not cover. An int where a float is expected is converted; a bool is never a number."""
-    ok = {bool: lambda v: isinstance(v, bool),
-          int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-          tuple: lambda v: isinstance(v, (list, tuple)) and len(v) == 2
-          and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in v)}.get(kind)
-    if ok is None or not ok(value):
+    reads text, does not cover. A YAML list is a pair; an int where a float is expected is converted;
+    the type rule is the config's own (``moesim.config.value_has_kind``)."""
+    if not value_has_kind(kind, tuple(value) if kind is tuple and isinstance(value, list) else value):
         what = {bool: "true or false", int: "an integer", float: "a number", tuple: "a pair [low, high]",
                 str: "text"}[kind]
         raise ConfigError(f"{name}={value!r} has the wrong type; it must be {what}")

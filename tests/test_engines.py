@@ -31,6 +31,16 @@ def test_every_registered_engine_implements_the_interface(name):
     assert eng.load_balancing in ("native", "refuse", "autograd")
 
 
+@pytest.mark.parametrize("bad", [None, ["eager"], 3, "turbo"])
+def test_train_names_the_engines_for_any_bad_engine_argument(bad):
+    """``train`` checks the name against the registry (``engines.check_name``) before any work: a
+    non-string, even an unhashable one, gets the same one-line error as an unknown name."""
+    cfg = preset("official-s1-quick", n_train=100, n_test=100, n_steps=2)
+    with pytest.raises(ValueError, match=rf"engine={re.escape(repr(bad))} is not allowed; choose one of auto, fused, "
+                                         "eager, autograd, official-ops$"):
+        moesim.train(cfg, 1, engine=bad)
+
+
 def test_unknown_engine_names_the_choices():
     with pytest.raises(ValueError, match="engine='turbo' is not allowed; choose one of auto, fused, eager, autograd, "
                                          "official-ops"):
